@@ -1,0 +1,35 @@
+//! The sagaflow model: definitions, saga state, `decide`/`evolve`, retry math and the ports.
+//!
+//! Everything here is pure: no I/O, no clock reads, no randomness of its own. Time, jitter
+//! and ids come in as inputs, so the same inputs always give the same decision.
+
+pub mod clock;
+pub mod decide;
+pub mod definition;
+pub mod effects;
+pub mod event;
+pub mod guard;
+pub mod input;
+pub mod message;
+pub mod retry;
+pub mod state;
+pub mod store;
+pub mod transport;
+
+pub use clock::{Clock, Millis};
+pub use decide::{decide, decide_with_state, start, DecideContext, Refusal};
+pub use definition::{Command, Definition, DefinitionError, Step, StepKind};
+pub use effects::{effects, idempotency_key, Dispatch, Effects, TimerChange, TimerSlot};
+pub use event::{EndStatus, Event, JournalEntry, Phase};
+pub use guard::{Condition, Guard, GuardOtherwise};
+pub use input::{Input, Outcome, Reply, TimerKind};
+pub use message::{command_topic, Envelope, MessageKind, REPLY_TOPIC};
+pub use retry::RetryPolicy;
+pub use state::{
+    evolve, fold, Failure, InFlight, SagaId, SagaState, Status, StepRecord, StepState,
+};
+pub use store::{
+    CommitOutcome, DeadLetter, Decision, OutboxRow, ParticipantTx, SagaFilter, SqlValue, Store,
+    StoreError, TimerRow,
+};
+pub use transport::{Acker, Delivery, Subscription, Transport, TransportError};

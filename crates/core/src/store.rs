@@ -1,0 +1,285 @@
+//! The Store port: where journals, snapshots, the outbox, timers, inboxes and dead letters
+//! live. One decision is one transaction; many decisions may share one (group commit).
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::clock::Millis;
+use crate::effects::{TimerChange, TimerSlot};
+use crate::event::JournalEntry;
+use crate::input::TimerKind;
+use crate::state::{SagaId, SagaState, Status};
+
+/// A store failure.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database cannot be reached or refused the operation; trying again may help.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read back (a bug or a foreign write).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// A participant's SQL was refused.
+    #[error("query failed: {0}")]
+    Query(String),
+}
+
+/// Everything one decision writes, atomically.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The saga.
+    pub saga_id: SagaId,
+    /// The journal length the decision was made on (0 for a new saga). If the stored journal
+    /// is longer, the decision is refused as a conflict and nothing of it is written.
+    pub expected_version: u64,
+    /// Events to append, numbered from `expected_version + 1`.
+    pub events: Vec<JournalEntry>,
+    /// The snapshot after the events.
+    pub state: SagaState,
+    /// Commands to put in the outbox.
+    pub outbox: Vec<OutboxRow>,
+    /// Outbox keys to delete: their attempts no longer wait for a reply.
+    pub resolved: Vec<String>,
+    /// Timer changes.
+    pub timers: Vec<TimerChange>,
+    /// For a new saga: its start idempotency key, unique across sagas.
+    pub idempotency_key: Option<String>,
+}
+
+/// What happened to one decision in a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Written.
+    Applied,
+    /// The journal moved on; nothing written. Reload and decide again.
+    Conflict {
+        /// The stored journal length.
+        actual_version: u64,
+    },
+    /// A new saga whose idempotency key (or id) is taken; nothing written.
+    DuplicateStart {
+        /// The saga that has it.
+        existing: SagaId,
+    },
+}
+
+/// A command waiting in the outbox until its attempt is resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    /// The attempt's idempotency key; unique.
+    pub key: String,
+    /// The saga.
+    pub saga_id: SagaId,
+    /// Where to publish it.
+    pub topic: String,
+    /// The envelope, as JSON.
+    pub body: Vec<u8>,
+    /// Nobody else publishes it before this time (the committing engine publishes it itself).
+    pub lease_until: Millis,
+    /// Who holds the lease.
+    pub lease_owner: String,
+}
+
+/// A timer due to fire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimerRow {
+    /// The saga.
+    pub saga_id: SagaId,
+    /// Which slot.
+    pub slot: TimerSlot,
+    /// When it was due.
+    pub fire_at: Millis,
+    /// What it means.
+    pub kind: TimerKind,
+}
+
+/// A filter for listing sagas, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct SagaFilter {
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only this definition.
+    pub definition: Option<String>,
+    /// Only this correlation key value.
+    pub correlation_key: Option<String>,
+    /// Created at or after.
+    pub created_after: Option<Millis>,
+    /// Created before.
+    pub created_before: Option<Millis>,
+    /// Keyset cursor: only sagas strictly older than this `(created_at, saga_id)`.
+    pub before: Option<(Millis, SagaId)>,
+    /// At most this many (0 means 100).
+    pub limit: usize,
+}
+
+/// A message that could not be processed, kept with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Its id in the store.
+    pub id: i64,
+    /// The topic it came from (and is replayed to).
+    pub topic: String,
+    /// The raw body, possibly not even JSON.
+    pub body: Vec<u8>,
+    /// Why it is here.
+    pub reason: String,
+    /// Delivery attempts before it was given up.
+    pub attempts: u32,
+    /// When.
+    pub created_at: Millis,
+}
+
+/// A value bound to, or read from, participant SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    /// NULL.
+    Null,
+    /// An integer (booleans are 0 and 1).
+    Integer(i64),
+    /// A float.
+    Real(f64),
+    /// Text.
+    Text(String),
+}
+
+impl SqlValue {
+    /// The integer, if it is one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            SqlValue::Integer(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The text, if it is text.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            SqlValue::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl From<i64> for SqlValue {
+    fn from(v: i64) -> Self {
+        SqlValue::Integer(v)
+    }
+}
+
+impl From<&str> for SqlValue {
+    fn from(v: &str) -> Self {
+        SqlValue::Text(v.to_string())
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(v: String) -> Self {
+        SqlValue::Text(v)
+    }
+}
+
+/// A participant's own transaction: its effects and its inbox commit together, so a
+/// redelivered command has no second effect. SQL uses `$1, $2, …` placeholders on every
+/// store; keep to SQL both SQLite and PostgreSQL accept.
+#[async_trait]
+pub trait ParticipantTx: Send {
+    /// Runs a statement; returns the rows changed.
+    async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, StoreError>;
+    /// Runs a query; returns its rows.
+    async fn query(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+    ) -> Result<Vec<Vec<SqlValue>>, StoreError>;
+    /// The reply recorded for this consumer and idempotency key, if it was handled before.
+    async fn inbox_get(&mut self, consumer: &str, key: &str)
+        -> Result<Option<Vec<u8>>, StoreError>;
+    /// Records the reply for this consumer and key.
+    async fn inbox_put(
+        &mut self,
+        consumer: &str,
+        key: &str,
+        reply: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Commits. An inbox key recorded meanwhile by a concurrent delivery of the same command
+    /// makes this fail; the caller then reads the recorded reply.
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+    /// Abandons everything.
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// The Store port.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Commits decisions in one transaction where possible (group commit). Each gets its own
+    /// outcome; a conflicting decision writes nothing while the others are written.
+    async fn commit(&self, decisions: Vec<Decision>) -> Result<Vec<CommitOutcome>, StoreError>;
+
+    /// The snapshots of these sagas (the ones that exist, in any order).
+    async fn load(&self, ids: &[SagaId]) -> Result<Vec<SagaState>, StoreError>;
+
+    /// One saga's journal, in order.
+    async fn journal(&self, id: &SagaId) -> Result<Vec<JournalEntry>, StoreError>;
+
+    /// The saga started with this idempotency key, if any.
+    async fn saga_by_idempotency_key(&self, key: &str) -> Result<Option<SagaId>, StoreError>;
+
+    /// Sagas matching the filter, newest first.
+    async fn list(&self, filter: &SagaFilter) -> Result<Vec<SagaState>, StoreError>;
+
+    /// Unfinished sagas (not Completed/Compensated/Failed) grouped by definition and version.
+    async fn versions_in_flight(&self) -> Result<Vec<(String, u32, u64)>, StoreError>;
+
+    /// Waiting sagas whose correlation key has this value.
+    async fn waiting_by_correlation(&self, key: &str) -> Result<Vec<SagaId>, StoreError>;
+
+    /// Claims up to `limit` timers due at `now` whose lease is free or expired, leasing them to
+    /// `owner` until `now + lease_ms`. The decision that handles a timer removes or replaces it.
+    async fn claim_timers(
+        &self,
+        now: Millis,
+        owner: &str,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<TimerRow>, StoreError>;
+
+    /// When the earliest timer is due, if any.
+    async fn next_timer_at(&self) -> Result<Option<Millis>, StoreError>;
+
+    /// Claims up to `limit` outbox rows whose lease expired at `now` (their publisher may have
+    /// died, or the reply got lost), leasing them to `owner` until `now + lease_ms`.
+    async fn claim_outbox(
+        &self,
+        now: Millis,
+        owner: &str,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError>;
+
+    /// Keeps a message that could not be processed.
+    async fn put_dead_letter(
+        &self,
+        topic: &str,
+        body: &[u8],
+        reason: &str,
+        attempts: u32,
+        at: Millis,
+    ) -> Result<i64, StoreError>;
+
+    /// Dead letters, oldest first.
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Removes a dead letter and returns it (to replay or discard it).
+    async fn take_dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, StoreError>;
+
+    /// Begins a participant transaction on this database.
+    async fn begin(&self) -> Result<Box<dyn ParticipantTx>, StoreError>;
+
+    /// Resolves when another process may have committed timers or outbox rows (PostgreSQL:
+    /// LISTEN/NOTIFY). Stores with a single process never resolve it; the engine also wakes
+    /// itself for its own commits and for due timers.
+    async fn wakeup(&self) {
+        std::future::pending::<()>().await
+    }
+}
