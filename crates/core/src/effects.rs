@@ -83,13 +83,14 @@ pub fn idempotency_key(saga_id: &SagaId, step_name: &str, attempt: u32, phase: P
 }
 
 /// The effects of going from `before` to `after` through `events`. `fired` names the timer
-/// slot consumed by this decision (its row is gone, so it is re-set if still wanted).
+/// slots this decision consumed: their rows are treated as gone, so a slot is set again if
+/// the state still wants a timer there and cleared otherwise.
 pub fn effects(
     before: Option<&SagaState>,
     after: &SagaState,
     events: &[Event],
     def: &Definition,
-    fired: Option<TimerSlot>,
+    fired: &[TimerSlot],
 ) -> Effects {
     let mut out = Effects::default();
     let step_name = |i: usize| def.steps.get(i).map(|s| s.name.as_str()).unwrap_or("?");
@@ -131,7 +132,8 @@ pub fn effects(
         }
     }
     for slot in [TimerSlot::Step, TimerSlot::Deadline] {
-        let was = if fired == Some(slot) {
+        let consumed = fired.contains(&slot);
+        let was = if consumed {
             None
         } else {
             before.and_then(|b| wanted_timer(b, slot))
@@ -144,17 +146,8 @@ pub fn effects(
                 kind: now.1,
             }),
             (Some(_), None) => out.timers.push(TimerChange::Clear { slot }),
+            (None, None) if consumed => out.timers.push(TimerChange::Clear { slot }),
             _ => {}
-        }
-    }
-    if fired.is_some_and(|slot| wanted_timer(after, slot).is_none())
-        && !out
-            .timers
-            .iter()
-            .any(|t| matches!(t, TimerChange::Clear { slot } if Some(*slot) == fired))
-    {
-        if let Some(slot) = fired {
-            out.timers.push(TimerChange::Clear { slot });
         }
     }
     out

@@ -23,7 +23,7 @@ pub use effects::{effects, idempotency_key, Dispatch, Effects, TimerChange, Time
 pub use event::{EndStatus, Event, JournalEntry, Phase};
 pub use guard::{Condition, Guard, GuardOtherwise};
 pub use input::{Input, Outcome, Reply, TimerKind};
-pub use message::{command_topic, Envelope, MessageKind, REPLY_TOPIC};
+pub use message::{command_topic, CommandPayload, Envelope, MessageKind, REPLY_TOPIC};
 pub use retry::RetryPolicy;
 pub use state::{
     evolve, fold, Failure, InFlight, SagaId, SagaState, Status, StepRecord, StepState,

@@ -70,3 +70,29 @@ pub fn command_topic(service: &str) -> String {
 
 /// The topic the engine consumes replies from.
 pub const REPLY_TOPIC: &str = "sagaflow.replies";
+
+/// The payload of a command envelope: what a participant needs to perform (or undo) a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandPayload {
+    /// The saga.
+    pub saga_id: String,
+    /// Definition name.
+    pub definition: String,
+    /// Definition version.
+    pub version: u32,
+    /// Step index (echoed in the reply).
+    pub step: usize,
+    /// Step name.
+    pub step_name: String,
+    /// Attempt (echoed in the reply).
+    pub attempt: u32,
+    /// Action or compensation (echoed in the reply).
+    pub phase: crate::event::Phase,
+    /// The command's name within the participant service.
+    pub command: String,
+    /// The idempotency key: handle each key at most once.
+    pub key: String,
+    /// The saga context when the command was sent.
+    pub context: Value,
+}

@@ -1,1 +1,25 @@
-//! placeholder
+//! The sagaflow runtime: applies the core's decisions through the ports.
+//!
+//! An [`Engine`] owns one decision loop (group commit of many sagas' decisions), a timer
+//! loop, an outbox relay and a reply consumer. [`Participant`] is the SDK for services that
+//! handle commands; [`MemoryBus`] is the in-process transport.
+
+mod applier;
+mod bus;
+mod clock;
+mod engine;
+mod error;
+mod outbox;
+mod participant;
+mod registry;
+mod reply;
+mod timer;
+
+pub use async_trait::async_trait;
+pub use bus::MemoryBus;
+pub use clock::SystemClock;
+pub use engine::{Engine, EngineBuilder, EngineConfig, SagaEnd, SignalTarget, StartSaga, Started};
+pub use error::EngineError;
+pub use participant::{CommandCall, Participant, ParticipantHandle, TxHandler};
+pub use registry::Registry;
+pub use sagaflow_core as core;

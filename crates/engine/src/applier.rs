@@ -1,0 +1,512 @@
+//! The decision loop: takes inputs in batches, decides each against the saga's latest state,
+//! and commits every decision of the batch in one store call (group commit). Inputs for one
+//! saga are applied one after another; a version conflict (another engine moved the saga)
+//! reloads and decides again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use sagaflow_core::decide::decide_with_state;
+use sagaflow_core::{
+    command_topic, effects, start, CommandPayload, CommitOutcome, DecideContext, Decision,
+    Definition, Envelope, Event, Input, JournalEntry, MessageKind, OutboxRow, Refusal, SagaId,
+    SagaState, Status, TimerChange, TimerSlot,
+};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine::{SagaEnd, Shared, Started};
+use crate::error::EngineError;
+
+/// How many times an input is decided again after version conflicts before giving up.
+const MAX_CONFLICT_RETRIES: u8 = 16;
+
+/// Where a message-borne input came from, so it can be dead-lettered with a reason.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    pub topic: String,
+    pub body: Vec<u8>,
+}
+
+/// One unit of work for the decision loop.
+pub(crate) enum Work {
+    Start {
+        def: Arc<Definition>,
+        saga_id: SagaId,
+        input: Value,
+        idempotency_key: Option<String>,
+        respond: oneshot::Sender<Result<Started, EngineError>>,
+    },
+    Input {
+        saga_id: SagaId,
+        input: Input,
+        fired: Option<TimerSlot>,
+        origin: Option<Origin>,
+        respond: Option<oneshot::Sender<Result<SagaState, EngineError>>>,
+        retries: u8,
+    },
+}
+
+/// An input applied in this batch, kept so it can be answered or retried.
+struct Applied {
+    input: Input,
+    fired: Option<TimerSlot>,
+    origin: Option<Origin>,
+    respond: Option<oneshot::Sender<Result<SagaState, EngineError>>>,
+    retries: u8,
+}
+
+/// One saga's decision being assembled from the batch's inputs.
+struct Pending {
+    def: Arc<Definition>,
+    base: Option<SagaState>,
+    state: SagaState,
+    events: Vec<Event>,
+    fired: Vec<TimerSlot>,
+    inputs: Vec<Applied>,
+    start: Option<(
+        Option<String>,
+        oneshot::Sender<Result<Started, EngineError>>,
+    )>,
+}
+
+pub(crate) struct Applier {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Work>,
+    publish: mpsc::UnboundedSender<Vec<OutboxRow>>,
+    cache: HashMap<SagaId, SagaState>,
+    carry: VecDeque<Work>,
+}
+
+impl Applier {
+    pub fn new(
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<Work>,
+        publish: mpsc::UnboundedSender<Vec<OutboxRow>>,
+    ) -> Self {
+        Applier {
+            shared,
+            rx,
+            publish,
+            cache: HashMap::new(),
+            carry: VecDeque::new(),
+        }
+    }
+
+    pub async fn run(mut self) {
+        let max = self.shared.config.batch_max.max(1);
+        loop {
+            let mut batch = Vec::with_capacity(64);
+            while batch.len() < max {
+                match self.carry.pop_front() {
+                    Some(w) => batch.push(w),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                if self.shared.stopping.load(Ordering::Acquire) {
+                    // Finish what was already queued, then stop.
+                    match self.rx.try_recv() {
+                        Ok(w) => batch.push(w),
+                        Err(_) => return,
+                    }
+                } else {
+                    let tick = tokio::time::sleep(std::time::Duration::from_millis(200));
+                    tokio::select! {
+                        w = self.rx.recv() => match w {
+                            Some(w) => batch.push(w),
+                            None => return,
+                        },
+                        _ = tick => continue,
+                    }
+                }
+            }
+            while batch.len() < max {
+                match self.rx.try_recv() {
+                    Ok(w) => batch.push(w),
+                    Err(_) => break,
+                }
+            }
+            self.process(batch).await;
+        }
+    }
+
+    async fn process(&mut self, batch: Vec<Work>) {
+        let now = self.shared.now();
+        let ctx = || DecideContext {
+            now,
+            random: fastrand::f64(),
+        };
+        self.load_missing(&batch).await;
+        if self.cache.len() > 200_000 {
+            self.cache.clear();
+        }
+
+        let mut order: Vec<SagaId> = Vec::new();
+        let mut pending: HashMap<SagaId, Pending> = HashMap::new();
+        for work in batch {
+            match work {
+                Work::Start {
+                    def,
+                    saga_id,
+                    input,
+                    idempotency_key,
+                    respond,
+                } => {
+                    let (events, state) = start(&def, saga_id.clone(), input, ctx());
+                    order.push(saga_id.clone());
+                    pending.insert(
+                        saga_id,
+                        Pending {
+                            def,
+                            base: None,
+                            state,
+                            events,
+                            fired: Vec::new(),
+                            inputs: Vec::new(),
+                            start: Some((idempotency_key, respond)),
+                        },
+                    );
+                }
+                Work::Input {
+                    saga_id,
+                    input,
+                    fired,
+                    origin,
+                    respond,
+                    retries,
+                } => {
+                    if !pending.contains_key(&saga_id) {
+                        let Some(state) = self.cache.get(&saga_id).cloned() else {
+                            let reason = format!("saga {saga_id} not found");
+                            self.reject(origin, respond, EngineError::NotFound(saga_id), &reason)
+                                .await;
+                            continue;
+                        };
+                        let def = match self
+                            .shared
+                            .registry
+                            .get(&state.definition, Some(state.version))
+                        {
+                            Ok(def) => def,
+                            Err(e) => {
+                                let reason = format!("saga {saga_id}: {e}");
+                                self.reject(origin, respond, e, &reason).await;
+                                continue;
+                            }
+                        };
+                        order.push(saga_id.clone());
+                        pending.insert(
+                            saga_id.clone(),
+                            Pending {
+                                def,
+                                base: Some(state.clone()),
+                                state,
+                                events: Vec::new(),
+                                fired: Vec::new(),
+                                inputs: Vec::new(),
+                                start: None,
+                            },
+                        );
+                    }
+                    let Some(p) = pending.get_mut(&saga_id) else {
+                        continue;
+                    };
+                    match decide_with_state(&p.state, &p.def, &input, ctx()) {
+                        Ok((events, state)) => {
+                            p.events.extend(events);
+                            p.state = state;
+                            p.fired.extend(fired);
+                            p.inputs.push(Applied {
+                                input,
+                                fired,
+                                origin,
+                                respond,
+                                retries,
+                            });
+                        }
+                        Err(refusal) => {
+                            let reason = refusal.to_string();
+                            let dead = matches!(refusal, Refusal::MalformedReply { .. });
+                            self.reject(
+                                origin.filter(|_| dead),
+                                respond,
+                                EngineError::Refused(refusal),
+                                &reason,
+                            )
+                            .await;
+                        }
+                    }
+                }
+            }
+        }
+
+        let mut decisions = Vec::with_capacity(order.len());
+        let mut committing = Vec::with_capacity(order.len());
+        for id in order {
+            let Some(p) = pending.remove(&id) else {
+                continue;
+            };
+            match self.decision(&p, now) {
+                Some(decision) => {
+                    decisions.push(decision);
+                    committing.push(p);
+                }
+                None => answer(p, None),
+            }
+        }
+        if decisions.is_empty() {
+            return;
+        }
+        let rows: Vec<Vec<OutboxRow>> = decisions.iter().map(|d| d.outbox.clone()).collect();
+        let timers: Vec<Option<i64>> = decisions
+            .iter()
+            .map(|d| {
+                d.timers
+                    .iter()
+                    .filter_map(|t| match t {
+                        TimerChange::Set { fire_at, .. } => Some(*fire_at),
+                        TimerChange::Clear { .. } => None,
+                    })
+                    .min()
+            })
+            .collect();
+        let outcomes = match self.shared.store.commit(decisions).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                tracing::warn!(error = %e, "commit failed; inputs will be retried from their leases");
+                for p in committing {
+                    self.cache.remove(&p.state.saga_id);
+                    fail(p, &e.to_string());
+                }
+                return;
+            }
+        };
+        let mut to_publish = Vec::new();
+        let mut ends = Vec::new();
+        for (((p, outcome), rows), timer) in
+            committing.into_iter().zip(outcomes).zip(rows).zip(timers)
+        {
+            match outcome {
+                CommitOutcome::Applied => {
+                    to_publish.extend(rows);
+                    if let Some(at) = timer {
+                        self.shared.timer_set(at);
+                    }
+                    let s = &p.state;
+                    if p.events.iter().any(|e| matches!(e, Event::Ended { .. })) {
+                        ends.push(SagaEnd {
+                            saga_id: s.saga_id.clone(),
+                            status: s.status,
+                            created_at: s.created_at,
+                            ended_at: s.ended_at.unwrap_or(now),
+                        });
+                    }
+                    if s.status.is_end() {
+                        self.cache.remove(&s.saga_id);
+                    } else {
+                        self.cache.insert(s.saga_id.clone(), s.clone());
+                    }
+                    answer(p, None);
+                }
+                CommitOutcome::Conflict { .. } => {
+                    self.cache.remove(&p.state.saga_id);
+                    self.retry(p);
+                }
+                CommitOutcome::DuplicateStart { existing } => {
+                    answer(p, Some(existing));
+                }
+            }
+        }
+        if !to_publish.is_empty() {
+            let _ = self.publish.send(to_publish);
+        }
+        self.shared.notify_ends(&ends);
+    }
+
+    /// Loads the states of sagas this batch needs that the cache lacks.
+    async fn load_missing(&mut self, batch: &[Work]) {
+        let mut missing: Vec<SagaId> = batch
+            .iter()
+            .filter_map(|w| match w {
+                Work::Input { saga_id, .. } if !self.cache.contains_key(saga_id) => {
+                    Some(saga_id.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() {
+            return;
+        }
+        match self.shared.store.load(&missing).await {
+            Ok(states) => {
+                for s in states {
+                    self.cache.insert(s.saga_id.clone(), s);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "loading sagas failed"),
+        }
+    }
+
+    /// Builds the decision for one saga, or `None` when nothing needs writing.
+    fn decision(&self, p: &Pending, now: i64) -> Option<Decision> {
+        let fx = effects(p.base.as_ref(), &p.state, &p.events, &p.def, &p.fired);
+        if p.events.is_empty() && fx.timers.is_empty() && fx.resolved.is_empty() {
+            return None;
+        }
+        let base_version = p.base.as_ref().map(|b| b.journal_version).unwrap_or(0);
+        let events = p
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| JournalEntry {
+                seq: base_version + 1 + i as u64,
+                at: now,
+                event: e.clone(),
+            })
+            .collect();
+        let s = &p.state;
+        let correlation = s
+            .correlation_key
+            .clone()
+            .unwrap_or_else(|| s.saga_id.0.clone());
+        let outbox = fx
+            .dispatch
+            .into_iter()
+            .map(|d| {
+                let payload = CommandPayload {
+                    saga_id: s.saga_id.0.clone(),
+                    definition: s.definition.clone(),
+                    version: s.version,
+                    step: d.step,
+                    step_name: d.step_name.clone(),
+                    attempt: d.attempt,
+                    phase: d.phase,
+                    command: d.command.name.clone(),
+                    key: d.key.clone(),
+                    context: s.context.clone(),
+                };
+                let envelope = Envelope {
+                    message_id: d.key.clone(),
+                    kind: MessageKind::Command,
+                    subject: d.command.subject(),
+                    saga_id: Some(s.saga_id.0.clone()),
+                    correlation_id: Some(correlation.clone()),
+                    causation_id: None,
+                    step: Some(d.step_name),
+                    attempt: Some(d.attempt),
+                    traceparent: None,
+                    request_id: None,
+                    payload: serde_json::to_value(&payload).unwrap_or(Value::Null),
+                };
+                OutboxRow {
+                    key: d.key,
+                    saga_id: s.saga_id.clone(),
+                    topic: command_topic(&d.command.service),
+                    body: envelope.to_bytes(),
+                    lease_until: now + self.shared.config.redeliver_after_ms,
+                    lease_owner: self.shared.config.owner.clone(),
+                }
+            })
+            .collect();
+        Some(Decision {
+            saga_id: s.saga_id.clone(),
+            expected_version: base_version,
+            events,
+            state: s.clone(),
+            outbox,
+            resolved: fx.resolved,
+            timers: fx.timers,
+            idempotency_key: p.start.as_ref().and_then(|(k, _)| k.clone()),
+        })
+    }
+
+    /// Queues a conflicted saga's inputs to be decided again on fresh state.
+    fn retry(&mut self, p: Pending) {
+        if let Some((_, respond)) = p.start {
+            let _ = respond.send(Err(EngineError::Contended(p.state.saga_id.clone())));
+        }
+        for a in p.inputs {
+            if a.retries >= MAX_CONFLICT_RETRIES {
+                if let Some(r) = a.respond {
+                    let _ = r.send(Err(EngineError::Contended(p.state.saga_id.clone())));
+                }
+                continue;
+            }
+            self.carry.push_back(Work::Input {
+                saga_id: p.state.saga_id.clone(),
+                input: a.input,
+                fired: a.fired,
+                origin: a.origin,
+                respond: a.respond,
+                retries: a.retries + 1,
+            });
+        }
+    }
+
+    /// Answers a refused input; a message that cannot apply goes to the dead letters.
+    async fn reject(
+        &self,
+        origin: Option<Origin>,
+        respond: Option<oneshot::Sender<Result<SagaState, EngineError>>>,
+        error: EngineError,
+        reason: &str,
+    ) {
+        if let Some(o) = origin {
+            let now = self.shared.now();
+            if let Err(e) = self
+                .shared
+                .store
+                .put_dead_letter(&o.topic, &o.body, reason, 1, now)
+                .await
+            {
+                tracing::error!(error = %e, reason, "could not keep a dead letter");
+            }
+        }
+        match respond {
+            Some(r) => {
+                let _ = r.send(Err(error));
+            }
+            None => tracing::debug!(reason, "input refused"),
+        }
+    }
+}
+
+/// Answers everyone waiting on a committed (or unchanged) saga.
+fn answer(p: Pending, duplicate_of: Option<SagaId>) {
+    if let Some((_, respond)) = p.start {
+        let started = match duplicate_of {
+            Some(existing) => Started {
+                saga_id: existing,
+                status: Status::Running,
+                created: false,
+            },
+            None => Started {
+                saga_id: p.state.saga_id.clone(),
+                status: p.state.status,
+                created: true,
+            },
+        };
+        let _ = respond.send(Ok(started));
+    }
+    for a in p.inputs {
+        if let Some(r) = a.respond {
+            let _ = r.send(Ok(p.state.clone()));
+        }
+    }
+}
+
+fn fail(p: Pending, error: &str) {
+    let err = || EngineError::Store(sagaflow_core::StoreError::Unavailable(error.to_string()));
+    if let Some((_, respond)) = p.start {
+        let _ = respond.send(Err(err()));
+    }
+    for a in p.inputs {
+        if let Some(r) = a.respond {
+            let _ = r.send(Err(err()));
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! The engine handle: register definitions, start sagas, and cancel, resume or signal them.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sagaflow_core::{
+    Clock, Definition, Input, JournalEntry, Millis, SagaFilter, SagaId, SagaState, Status, Store,
+    Transport,
+};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::applier::{Applier, Work};
+use crate::clock::SystemClock;
+use crate::error::EngineError;
+use crate::registry::Registry;
+
+/// Tuning knobs; the defaults suit one process on a small machine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Names this engine process in leases (defaults to a fresh id).
+    pub owner: String,
+    /// At most this many inputs are decided and committed together.
+    pub batch_max: usize,
+    /// An outbox row still unresolved this long after it was published is published again
+    /// (the reply was lost, or its engine died).
+    pub redeliver_after_ms: i64,
+    /// How long a claimed timer belongs to this engine before another may take it.
+    pub timer_lease_ms: i64,
+    /// Upper bound on how long the timer and outbox loops sleep when nothing wakes them,
+    /// so work of engines that died is picked up.
+    pub poll_ms: u64,
+    /// Inputs waiting for the decision loop before senders wait (backpressure).
+    pub queue_capacity: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            owner: format!("engine-{}", uuid::Uuid::new_v4().simple()),
+            batch_max: 1024,
+            redeliver_after_ms: 10_000,
+            timer_lease_ms: 30_000,
+            poll_ms: 1_000,
+            queue_capacity: 65_536,
+        }
+    }
+}
+
+/// A request to start a saga.
+#[derive(Debug, Clone)]
+pub struct StartSaga {
+    /// Definition name.
+    pub definition: String,
+    /// Definition version; the newest registered when `None`.
+    pub version: Option<u32>,
+    /// The initial context.
+    pub input: Value,
+    /// Same key → same saga, no second one.
+    pub idempotency_key: Option<String>,
+}
+
+impl StartSaga {
+    /// Starts the newest version of `definition` with `input`.
+    pub fn new(definition: &str, input: Value) -> Self {
+        StartSaga {
+            definition: definition.to_string(),
+            version: None,
+            input,
+            idempotency_key: None,
+        }
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Pins the definition version.
+    pub fn version(mut self, version: u32) -> Self {
+        self.version = Some(version);
+        self
+    }
+}
+
+/// The answer to a start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// The saga.
+    pub saga_id: SagaId,
+    /// Its status right after the start.
+    pub status: Status,
+    /// False when the idempotency key named an existing saga.
+    pub created: bool,
+}
+
+/// Where a signal goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalTarget {
+    /// One saga.
+    Saga(SagaId),
+    /// Every waiting saga whose correlation key has this value.
+    Correlation(String),
+}
+
+/// A saga reached an end (or a Failed state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaEnd {
+    /// The saga.
+    pub saga_id: SagaId,
+    /// How it ended.
+    pub status: Status,
+    /// When it started.
+    pub created_at: Millis,
+    /// When it ended.
+    pub ended_at: Millis,
+}
+
+pub(crate) struct Shared {
+    pub store: Arc<dyn Store>,
+    pub transport: Arc<dyn Transport>,
+    pub registry: Arc<Registry>,
+    pub clock: Arc<dyn Clock>,
+    pub config: EngineConfig,
+    /// Wakes the timer loop when a timer earlier than its next wake-up was set.
+    pub timer_wake: Notify,
+    pub next_timer_wake: AtomicI64,
+    pub end_watchers: Mutex<Vec<mpsc::UnboundedSender<SagaEnd>>>,
+    pub stopping: AtomicBool,
+}
+
+impl Shared {
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    pub fn notify_ends(&self, ends: &[SagaEnd]) {
+        if ends.is_empty() {
+            return;
+        }
+        let mut watchers = self.end_watchers.lock().unwrap_or_else(|p| p.into_inner());
+        watchers.retain(|w| ends.iter().all(|e| w.send(e.clone()).is_ok()));
+    }
+
+    /// Called after a commit set a timer at `fire_at`.
+    pub fn timer_set(&self, fire_at: Millis) {
+        if fire_at < self.next_timer_wake.load(Ordering::Acquire) {
+            self.next_timer_wake.store(fire_at, Ordering::Release);
+            self.timer_wake.notify_one();
+        }
+    }
+}
+
+/// Builds and starts an [`Engine`].
+pub struct EngineBuilder {
+    store: Arc<dyn Store>,
+    transport: Arc<dyn Transport>,
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    pending: Vec<Definition>,
+}
+
+impl EngineBuilder {
+    /// Registers a definition before start (several versions may be registered).
+    pub fn register(mut self, def: Definition) -> Self {
+        self.pending.push(def);
+        self
+    }
+
+    /// Uses this clock instead of the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses this configuration.
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Validates the definitions, checks that every saga in flight has its definition version
+    /// here, and starts the loops.
+    pub async fn start(self) -> Result<Engine, EngineError> {
+        for def in self.pending {
+            self.registry.register(def)?;
+        }
+        let missing: Vec<String> = self
+            .store
+            .versions_in_flight()
+            .await?
+            .into_iter()
+            .filter(|(name, version, _)| self.registry.get(name, Some(*version)).is_err())
+            .map(|(name, version, count)| {
+                format!(
+                    "{count} saga(s) in flight run on {name} v{version}, which is not registered"
+                )
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(EngineError::MissingDefinitions(format!(
+                "{}; register those versions (definitions are kept side by side) and start again",
+                missing.join("; ")
+            )));
+        }
+        let shared = Arc::new(Shared {
+            store: self.store,
+            transport: self.transport,
+            registry: self.registry,
+            clock: self.clock,
+            config: self.config,
+            timer_wake: Notify::new(),
+            next_timer_wake: AtomicI64::new(i64::MAX),
+            end_watchers: Mutex::new(Vec::new()),
+            stopping: AtomicBool::new(false),
+        });
+        let (work_tx, work_rx) = mpsc::channel(shared.config.queue_capacity.max(16));
+        let (publish_tx, publish_rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let replies = crate::reply::subscribe(&shared).await?;
+        tasks.push(tokio::spawn(
+            Applier::new(shared.clone(), work_rx, publish_tx).run(),
+        ));
+        tasks.push(tokio::spawn(crate::outbox::relay(
+            shared.clone(),
+            publish_rx,
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::timer::run(
+            shared.clone(),
+            work_tx.clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::reply::consume(
+            shared.clone(),
+            replies,
+            work_tx.clone(),
+            stop_rx,
+        )));
+        Ok(Engine {
+            shared,
+            work_tx,
+            stop_tx,
+            tasks: Arc::new(Mutex::new(tasks)),
+        })
+    }
+}
+
+/// A running engine. Cheap to clone; every clone talks to the same loops.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    work_tx: mpsc::Sender<Work>,
+    stop_tx: watch::Sender<bool>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Engine {
+    /// An engine over this store and transport.
+    pub fn builder(store: Arc<dyn Store>, transport: Arc<dyn Transport>) -> EngineBuilder {
+        EngineBuilder {
+            store,
+            transport,
+            registry: Arc::new(Registry::default()),
+            clock: Arc::new(SystemClock),
+            config: EngineConfig::default(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// The registered definitions.
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
+    /// Registers a definition while running.
+    pub fn register(&self, def: Definition) -> Result<Arc<Definition>, EngineError> {
+        self.shared.registry.register(def)
+    }
+
+    /// The store this engine writes to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// This engine's lease owner name.
+    pub fn owner(&self) -> &str {
+        &self.shared.config.owner
+    }
+
+    /// A stream of sagas reaching an end (Completed, Compensated or Failed) in this engine.
+    pub fn watch_ends(&self) -> mpsc::UnboundedReceiver<SagaEnd> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.shared
+            .end_watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+        rx
+    }
+
+    async fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Work,
+    ) -> Result<T, EngineError> {
+        if self.shared.stopping.load(Ordering::Acquire) {
+            return Err(EngineError::ShuttingDown);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.work_tx
+            .send(make(tx))
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)
+    }
+
+    /// Starts a saga; returns once its start is committed.
+    pub async fn start_saga(&self, request: StartSaga) -> Result<Started, EngineError> {
+        let def = self
+            .shared
+            .registry
+            .get(&request.definition, request.version)?;
+        if let Some(key) = &request.idempotency_key {
+            if let Some(existing) = self.shared.store.saga_by_idempotency_key(key).await? {
+                let status = self
+                    .saga(&existing)
+                    .await?
+                    .map(|s| s.status)
+                    .unwrap_or(Status::Running);
+                return Ok(Started {
+                    saga_id: existing,
+                    status,
+                    created: false,
+                });
+            }
+        }
+        let saga_id = SagaId(uuid::Uuid::now_v7().to_string());
+        let started = self
+            .submit(|respond| Work::Start {
+                def,
+                saga_id,
+                input: request.input,
+                idempotency_key: request.idempotency_key,
+                respond,
+            })
+            .await??;
+        if started.created {
+            return Ok(started);
+        }
+        // Lost a race with another start using the same key: report that saga as it is.
+        let status = self
+            .saga(&started.saga_id)
+            .await?
+            .map(|s| s.status)
+            .unwrap_or(started.status);
+        Ok(Started { status, ..started })
+    }
+
+    async fn apply(&self, saga_id: &SagaId, input: Input) -> Result<SagaState, EngineError> {
+        self.submit(|respond| Work::Input {
+            saga_id: saga_id.clone(),
+            input,
+            fired: None,
+            origin: None,
+            respond: Some(respond),
+            retries: 0,
+        })
+        .await?
+    }
+
+    /// Compensates what the saga did. Refused once its pivot succeeded or it ended.
+    pub async fn cancel(&self, saga_id: &SagaId, reason: &str) -> Result<SagaState, EngineError> {
+        self.apply(
+            saga_id,
+            Input::Cancel {
+                reason: reason.to_string(),
+            },
+        )
+        .await
+    }
+
+    /// A Failed saga retries what failed; a Waiting one attempts its step again now.
+    pub async fn resume(&self, saga_id: &SagaId) -> Result<SagaState, EngineError> {
+        self.apply(saga_id, Input::Resume).await
+    }
+
+    /// Delivers an external event to parked sagas; returns the sagas it woke. For one saga a
+    /// refusal is an error; for a correlation key, sagas that cannot take it are passed over.
+    pub async fn signal(
+        &self,
+        target: SignalTarget,
+        name: &str,
+        payload: Value,
+    ) -> Result<Vec<SagaId>, EngineError> {
+        let input = Input::Signal {
+            name: name.to_string(),
+            payload,
+        };
+        match target {
+            SignalTarget::Saga(id) => {
+                self.apply(&id, input).await?;
+                Ok(vec![id])
+            }
+            SignalTarget::Correlation(key) => {
+                let mut woken = Vec::new();
+                for id in self.shared.store.waiting_by_correlation(&key).await? {
+                    match self.apply(&id, input.clone()).await {
+                        Ok(_) => woken.push(id),
+                        Err(EngineError::Refused(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(woken)
+            }
+        }
+    }
+
+    /// A saga's current state.
+    pub async fn saga(&self, saga_id: &SagaId) -> Result<Option<SagaState>, EngineError> {
+        Ok(self
+            .shared
+            .store
+            .load(std::slice::from_ref(saga_id))
+            .await?
+            .pop())
+    }
+
+    /// A saga's journal.
+    pub async fn journal(&self, saga_id: &SagaId) -> Result<Vec<JournalEntry>, EngineError> {
+        Ok(self.shared.store.journal(saga_id).await?)
+    }
+
+    /// Sagas matching a filter, newest first.
+    pub async fn list(&self, filter: &SagaFilter) -> Result<Vec<SagaState>, EngineError> {
+        Ok(self.shared.store.list(filter).await?)
+    }
+
+    /// Stops taking work, finishes the decisions already taken, publishes what they sent,
+    /// and returns when every loop has stopped.
+    pub async fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        let _ = self.stop_tx.send(true);
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops at once without finishing anything, as a crash would (for tests).
+    pub fn abort(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}

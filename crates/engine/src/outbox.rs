@@ -1,0 +1,81 @@
+//! The outbox relay: publishes committed outbox rows. Rows this engine just committed arrive
+//! straight from the decision loop; rows whose lease expired (the reply never came, or their
+//! engine died) are claimed from the store and published again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sagaflow_core::OutboxRow;
+use tokio::sync::{mpsc, watch};
+
+use crate::engine::Shared;
+
+const CLAIM_BATCH: usize = 1000;
+
+pub(crate) async fn relay(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Vec<OutboxRow>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let interval = Duration::from_millis(
+        shared
+            .config
+            .poll_ms
+            .min((shared.config.redeliver_after_ms / 2).max(10) as u64),
+    );
+    let mut next_claim = tokio::time::Instant::now();
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            rows = rx.recv() => match rows {
+                Some(rows) => publish(&shared, rows).await,
+                // The decision loop has stopped: everything it committed is published.
+                None => return,
+            },
+            _ = tokio::time::sleep_until(next_claim), if !stopping => {
+                claim(&shared).await;
+                next_claim = tokio::time::Instant::now() + interval;
+            }
+            _ = stop.changed(), if !stopping => stopping = true,
+        }
+    }
+}
+
+async fn publish(shared: &Shared, rows: Vec<OutboxRow>) {
+    for row in rows {
+        if let Err(e) = shared.transport.publish(&row.topic, row.body).await {
+            // The row stays in the outbox; it is published again when its lease expires.
+            tracing::warn!(key = %row.key, error = %e, "publish failed");
+        }
+    }
+}
+
+async fn claim(shared: &Shared) {
+    loop {
+        let now = shared.now();
+        let rows = match shared
+            .store
+            .claim_outbox(
+                now,
+                &shared.config.owner,
+                shared.config.redeliver_after_ms,
+                CLAIM_BATCH,
+            )
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming outbox rows failed");
+                return;
+            }
+        };
+        let full = rows.len() == CLAIM_BATCH;
+        if !rows.is_empty() {
+            tracing::debug!(count = rows.len(), "republishing unresolved outbox rows");
+        }
+        publish(shared, rows).await;
+        if !full {
+            return;
+        }
+    }
+}

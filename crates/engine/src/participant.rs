@@ -1,0 +1,356 @@
+//! The participant SDK: a service's handlers for the commands sagas send it.
+//!
+//! A transactional handler ([`TxHandler`]) runs inside the participant's own database
+//! transaction, and the SDK records the command's idempotency key and reply in the inbox in
+//! that same transaction: a redelivered command has no second effect and gets the same reply.
+//! A plain handler (`on`) is for commands without effects of their own to protect.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sagaflow_core::{
+    command_topic, CommandPayload, Delivery, Envelope, MessageKind, Outcome, ParticipantTx, Phase,
+    Reply, Store, StoreError, Transport, TransportError, REPLY_TOPIC,
+};
+use serde_json::Value;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+/// How often a transactional command is tried when its transaction loses a race.
+const TX_TRIES: usize = 5;
+
+/// One command as a handler sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandCall {
+    /// The saga.
+    pub saga_id: String,
+    /// Definition name.
+    pub definition: String,
+    /// The command's name.
+    pub command: String,
+    /// The step's name.
+    pub step: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// Action or compensation.
+    pub phase: Phase,
+    /// The idempotency key.
+    pub key: String,
+    /// The saga context when the command was sent.
+    pub context: Value,
+}
+
+/// A handler that runs in the participant's own transaction.
+#[async_trait]
+pub trait TxHandler: Send + Sync + 'static {
+    /// Performs the command using `tx`; the SDK commits it together with the inbox record.
+    /// An error rolls everything back and replies with a retryable failure.
+    async fn handle(
+        &self,
+        call: &CommandCall,
+        tx: &mut dyn ParticipantTx,
+    ) -> Result<Outcome, StoreError>;
+}
+
+type PlainFn =
+    Arc<dyn Fn(CommandCall) -> Pin<Box<dyn Future<Output = Outcome> + Send>> + Send + Sync>;
+
+#[derive(Clone)]
+enum Handler {
+    Plain(PlainFn),
+    Tx(Arc<dyn TxHandler>),
+}
+
+/// A participant service: its name and its command handlers.
+pub struct Participant {
+    service: String,
+    handlers: HashMap<String, Handler>,
+    concurrency: usize,
+}
+
+impl Participant {
+    /// A participant for `service` (commands `service.*`).
+    pub fn new(service: &str) -> Self {
+        Participant {
+            service: service.to_string(),
+            handlers: HashMap::new(),
+            concurrency: 64,
+        }
+    }
+
+    /// Handles `command` with a plain async function (no inbox, no transaction).
+    pub fn on<F, Fut>(mut self, command: &str, f: F) -> Self
+    where
+        F: Fn(CommandCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let plain: PlainFn = Arc::new(move |call| {
+            let f = f.clone();
+            Box::pin(async move { f(call).await })
+        });
+        self.handlers
+            .insert(command.to_string(), Handler::Plain(plain));
+        self
+    }
+
+    /// Handles `command` in a transaction with inbox de-duplication.
+    pub fn on_tx(mut self, command: &str, handler: impl TxHandler) -> Self {
+        self.handlers
+            .insert(command.to_string(), Handler::Tx(Arc::new(handler)));
+        self
+    }
+
+    /// At most this many commands are handled at once (default 64).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Subscribes to the service's commands and starts handling them.
+    pub async fn start(
+        self,
+        store: Arc<dyn Store>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<ParticipantHandle, TransportError> {
+        let mut sub = transport
+            .subscribe(&command_topic(&self.service), &self.service)
+            .await?;
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let ctx = Arc::new(Ctx {
+            service: self.service,
+            handlers: self.handlers,
+            store,
+            transport,
+        });
+        let limit = self.concurrency;
+        let task = tokio::spawn(async move {
+            loop {
+                let delivery = tokio::select! {
+                    d = sub.next() => d,
+                    _ = stop_rx.changed() => None,
+                };
+                let Some(delivery) = delivery else { break };
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    ctx.handle(delivery).await;
+                    drop(permit);
+                });
+            }
+            // Let in-flight commands finish.
+            let _ = permits.acquire_many(limit as u32).await;
+        });
+        Ok(ParticipantHandle {
+            stop: stop_tx,
+            task: Some(task),
+        })
+    }
+}
+
+/// A running participant.
+pub struct ParticipantHandle {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl ParticipantHandle {
+    /// Stops taking commands and waits for the ones in hand.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops at once, as a crash would (for tests).
+    pub fn abort(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+struct Ctx {
+    service: String,
+    handlers: HashMap<String, Handler>,
+    store: Arc<dyn Store>,
+    transport: Arc<dyn Transport>,
+}
+
+impl Ctx {
+    async fn handle(&self, delivery: Delivery) {
+        let parsed = Envelope::from_bytes(&delivery.body).and_then(|env| {
+            if env.kind != MessageKind::Command {
+                return Err(format!("expected a command, got a {:?} message", env.kind));
+            }
+            let payload: CommandPayload = serde_json::from_value(env.payload.clone())
+                .map_err(|e| format!("command payload is malformed: {e}"))?;
+            Ok((env, payload))
+        });
+        let (env, payload) = match parsed {
+            Ok(p) => p,
+            Err(reason) => return self.dead_letter(delivery, &reason).await,
+        };
+        let call = CommandCall {
+            saga_id: payload.saga_id.clone(),
+            definition: payload.definition.clone(),
+            command: payload.command.clone(),
+            step: payload.step_name.clone(),
+            attempt: payload.attempt,
+            phase: payload.phase,
+            key: payload.key.clone(),
+            context: payload.context.clone(),
+        };
+        let reply = match self.handlers.get(&payload.command).cloned() {
+            None => Some(reply_envelope(
+                &env,
+                &payload,
+                Outcome::Failed {
+                    error: format!(
+                        "service {} has no handler for command {}",
+                        self.service, payload.command
+                    ),
+                    retryable: false,
+                },
+            )),
+            Some(Handler::Plain(f)) => {
+                let outcome = tokio::spawn(f(call))
+                    .await
+                    .unwrap_or_else(|e| Outcome::failed(format!("handler panicked: {e}")));
+                Some(reply_envelope(&env, &payload, outcome))
+            }
+            Some(Handler::Tx(h)) => self.handle_tx(&env, &payload, call, h).await,
+        };
+        match reply {
+            Some(reply) => {
+                if let Err(e) = self.transport.publish(REPLY_TOPIC, reply).await {
+                    // The command's outbox row is still there: it comes again, and the inbox
+                    // answers with the same reply.
+                    tracing::warn!(error = %e, "publishing a reply failed");
+                }
+                delivery.ack().await;
+            }
+            // The database is unavailable: let the outbox lease bring the command back later.
+            None => delivery.ack().await,
+        }
+    }
+
+    /// Runs a transactional handler once per key; returns the reply body to publish.
+    async fn handle_tx(
+        &self,
+        env: &Envelope,
+        payload: &CommandPayload,
+        call: CommandCall,
+        handler: Arc<dyn TxHandler>,
+    ) -> Option<Vec<u8>> {
+        for _ in 0..TX_TRIES {
+            let mut tx = match self.store.begin().await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    tracing::warn!(error = %e, key = %payload.key, "participant transaction unavailable");
+                    return None;
+                }
+            };
+            match tx.inbox_get(&self.service, &payload.key).await {
+                Ok(Some(recorded)) => {
+                    let _ = tx.rollback().await;
+                    return Some(recorded);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "inbox read failed");
+                    let _ = tx.rollback().await;
+                    continue;
+                }
+            }
+            let outcome = {
+                let call = call.clone();
+                let handler = handler.clone();
+                // Run the handler on this task: it borrows the transaction.
+                handler.handle(&call, tx.as_mut()).await
+            };
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    return Some(reply_envelope(env, payload, Outcome::failed(e.to_string())));
+                }
+            };
+            let reply = reply_envelope(env, payload, outcome);
+            if tx
+                .inbox_put(&self.service, &payload.key, &reply)
+                .await
+                .is_err()
+            {
+                // A concurrent delivery of the same command got there first.
+                let _ = tx.rollback().await;
+                continue;
+            }
+            match tx.commit().await {
+                Ok(()) => return Some(reply),
+                Err(e) => {
+                    tracing::debug!(error = %e, "participant commit lost a race; reading the inbox")
+                }
+            }
+        }
+        tracing::warn!(key = %payload.key, "participant transaction kept failing");
+        None
+    }
+
+    async fn dead_letter(&self, delivery: Delivery, reason: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        match self
+            .store
+            .put_dead_letter(
+                &delivery.topic,
+                &delivery.body,
+                reason,
+                delivery.redelivered + 1,
+                now,
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::warn!(reason, service = %self.service, "command dead-lettered");
+                delivery.ack().await
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not keep a dead letter; leaving the command for redelivery");
+                delivery.ack().await
+            }
+        }
+    }
+}
+
+fn reply_envelope(command: &Envelope, payload: &CommandPayload, outcome: Outcome) -> Vec<u8> {
+    let reply = Reply {
+        step: payload.step,
+        attempt: payload.attempt,
+        phase: payload.phase,
+        outcome,
+    };
+    Envelope {
+        message_id: format!("{}:reply", payload.key),
+        kind: MessageKind::Reply,
+        subject: REPLY_TOPIC.to_string(),
+        saga_id: command.saga_id.clone(),
+        correlation_id: command.correlation_id.clone(),
+        causation_id: Some(command.message_id.clone()),
+        step: command.step.clone(),
+        attempt: command.attempt,
+        traceparent: command.traceparent.clone(),
+        request_id: command.request_id.clone(),
+        payload: serde_json::to_value(&reply).unwrap_or(Value::Null),
+    }
+    .to_bytes()
+}

@@ -1,0 +1,93 @@
+//! The reply consumer: participants' replies become inputs for the decision loop. A message
+//! that is not a reply goes to the dead letters with the reason.
+
+use std::sync::Arc;
+
+use sagaflow_core::{Envelope, Input, MessageKind, Reply, SagaId, Subscription, REPLY_TOPIC};
+use tokio::sync::{mpsc, watch};
+
+use crate::applier::{Origin, Work};
+use crate::engine::Shared;
+use crate::error::EngineError;
+
+/// The consumer group every engine joins for replies.
+const GROUP: &str = "sagaflow-engine";
+
+pub(crate) async fn subscribe(shared: &Shared) -> Result<Box<dyn Subscription>, EngineError> {
+    Ok(shared.transport.subscribe(REPLY_TOPIC, GROUP).await?)
+}
+
+/// Reads a reply envelope: the saga it is for and what it says.
+pub(crate) fn parse(body: &[u8]) -> Result<(SagaId, Reply), String> {
+    let envelope = Envelope::from_bytes(body)?;
+    if envelope.kind != MessageKind::Reply {
+        return Err(format!(
+            "expected a reply, got a {:?} message",
+            envelope.kind
+        ));
+    }
+    let saga_id = envelope
+        .saga_id
+        .ok_or_else(|| "reply has no saga_id".to_string())?;
+    let reply: Reply = serde_json::from_value(envelope.payload)
+        .map_err(|e| format!("reply payload for saga {saga_id} is malformed: {e}"))?;
+    Ok((SagaId(saga_id), reply))
+}
+
+pub(crate) async fn consume(
+    shared: Arc<Shared>,
+    mut sub: Box<dyn Subscription>,
+    work: mpsc::Sender<Work>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let delivery = tokio::select! {
+            d = sub.next() => d,
+            _ = stop.changed() => return,
+        };
+        let Some(delivery) = delivery else { return };
+        match parse(&delivery.body) {
+            Ok((saga_id, reply)) => {
+                let item = Work::Input {
+                    saga_id,
+                    input: Input::Reply(reply),
+                    fired: None,
+                    origin: Some(Origin {
+                        topic: delivery.topic.clone(),
+                        body: delivery.body.clone(),
+                    }),
+                    respond: None,
+                    retries: 0,
+                };
+                if work.send(item).await.is_err() {
+                    delivery.nack().await;
+                    return;
+                }
+                delivery.ack().await;
+            }
+            Err(reason) => {
+                let now = shared.now();
+                let kept = shared
+                    .store
+                    .put_dead_letter(
+                        &delivery.topic,
+                        &delivery.body,
+                        &reason,
+                        delivery.redelivered + 1,
+                        now,
+                    )
+                    .await;
+                match kept {
+                    Ok(_) => {
+                        tracing::warn!(%reason, "reply dead-lettered");
+                        delivery.ack().await
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not keep a dead letter; redelivering");
+                        delivery.nack().await
+                    }
+                }
+            }
+        }
+    }
+}
