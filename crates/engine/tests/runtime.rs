@@ -1,0 +1,492 @@
+//! The runtime end to end on a real SQLite file: sagas complete, compensate newest first,
+//! wait for signals, time out, are cancelled and resumed, and survive crashes and duplicates.
+
+mod support;
+
+use std::sync::Arc;
+
+use sagaflow_core::{Envelope, Event, Phase, Status, REPLY_TOPIC};
+use sagaflow_engine::{EngineError, SignalTarget, StartSaga};
+use serde_json::json;
+use support::{duplicate_effects, effects_of, order, set_flag, Harness};
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_completes_with_each_effect_once() {
+    let h = Harness::new(vec![order(1)]).await;
+    let started = h
+        .engine
+        .start_saga(StartSaga::new("order", json!({"customer": "ann"})))
+        .await
+        .unwrap();
+    assert!(started.created);
+    let s = h.wait_status(&started.saga_id, Status::Completed).await;
+    assert_eq!(s.context["ship_action"], json!(true));
+    assert_eq!(
+        effects_of(&h.store, &started.saga_id).await,
+        pairs(&[
+            ("reserve", "action"),
+            ("charge", "action"),
+            ("ship", "action"),
+            ("notify", "action")
+        ])
+    );
+    let journal = h.engine.journal(&started.saga_id).await.unwrap();
+    assert!(matches!(
+        journal.last().map(|e| &e.event),
+        Some(Event::Ended { .. })
+    ));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_pivot_compensates_done_steps_newest_first() {
+    let h = Harness::new(vec![order(1)]).await;
+    let id = h
+        .engine
+        .start_saga(StartSaga::new("order", json!({"reject": "ship"})))
+        .await
+        .unwrap()
+        .saga_id;
+    let s = h.wait_status(&id, Status::Compensated).await;
+    assert!(s.reason.unwrap().contains("ship says no"));
+    assert_eq!(
+        effects_of(&h.store, &id).await,
+        pairs(&[
+            ("reserve", "action"),
+            ("charge", "action"),
+            ("charge", "compensation"),
+            ("reserve", "compensation"),
+        ])
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_use_durable_timers_and_retriable_steps_never_give_up() {
+    let h = Harness::new(vec![order(1)]).await;
+    // charge fails twice (3 attempts allowed); notify, after the pivot, fails 5 times.
+    let id = h
+        .engine
+        .start_saga(StartSaga::new(
+            "order",
+            json!({"fail": {"charge": 2, "notify": 5}}),
+        ))
+        .await
+        .unwrap()
+        .saga_id;
+    h.wait_status(&id, Status::Completed).await;
+    let journal = h.engine.journal(&id).await.unwrap();
+    let failures = journal
+        .iter()
+        .filter(|e| matches!(e.event, Event::AttemptFailed { .. }))
+        .count();
+    assert_eq!(failures, 7);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_idempotency_key_gives_the_same_saga() {
+    let h = Harness::new(vec![order(1)]).await;
+    let req = StartSaga::new("order", json!({})).idempotency_key("order-42");
+    let a = h.engine.start_saga(req.clone()).await.unwrap();
+    let b = h.engine.start_saga(req).await.unwrap();
+    assert_eq!(a.saga_id, b.saga_id);
+    assert!(a.created && !b.created);
+    // Concurrent starts with one key make one saga.
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let engine = h.engine.clone();
+        handles.push(tokio::spawn(async move {
+            engine
+                .start_saga(StartSaga::new("order", json!({})).idempotency_key("order-43"))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut ids = Vec::new();
+    for handle in handles {
+        ids.push(handle.await.unwrap());
+    }
+    assert!(ids.windows(2).all(|w| w[0].saga_id == w[1].saga_id));
+    assert_eq!(ids.iter().filter(|s| s.created).count(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_saga_waits_and_a_correlated_signal_wakes_it() {
+    let h = Harness::new(vec![order(1)]).await;
+    let id = h
+        .engine
+        .start_saga(StartSaga::new(
+            "order",
+            json!({"customer": "bob", "park": "charge"}),
+        ))
+        .await
+        .unwrap()
+        .saga_id;
+    h.wait_status(&id, Status::Waiting).await;
+    let wrong = h
+        .engine
+        .signal(SignalTarget::Saga(id.clone()), "stop", json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        wrong.to_string().contains("waits for signal \"go\""),
+        "{wrong}"
+    );
+    let woken = h
+        .engine
+        .signal(
+            SignalTarget::Correlation("bob".into()),
+            "go",
+            json!({"go": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(woken, vec![id.clone()]);
+    h.wait_status(&id, Status::Completed).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_waiting_saga_compensates_and_cancel_after_the_pivot_is_refused() {
+    let h = Harness::new(vec![order(1)]).await;
+    let waiting = h
+        .engine
+        .start_saga(StartSaga::new("order", json!({"park": "ship"})))
+        .await
+        .unwrap()
+        .saga_id;
+    h.wait_status(&waiting, Status::Waiting).await;
+    let s = h
+        .engine
+        .cancel(&waiting, "customer changed their mind")
+        .await
+        .unwrap();
+    assert_eq!(s.status, Status::Compensating);
+    h.wait_status(&waiting, Status::Compensated).await;
+    assert_eq!(
+        effects_of(&h.store, &waiting).await,
+        pairs(&[
+            ("reserve", "action"),
+            ("charge", "action"),
+            ("charge", "compensation"),
+            ("reserve", "compensation"),
+        ])
+    );
+    let err = h.engine.cancel(&waiting, "again").await.unwrap_err();
+    assert!(
+        err.to_string().contains("already ended as compensated"),
+        "{err}"
+    );
+
+    let shipped = h
+        .engine
+        .start_saga(StartSaga::new("order", json!({"park": "notify"})))
+        .await
+        .unwrap()
+        .saga_id;
+    h.wait_status(&shipped, Status::Waiting).await;
+    let before = h.engine.journal(&shipped).await.unwrap().len();
+    let err = h.engine.cancel(&shipped, "too late").await.unwrap_err();
+    assert!(
+        matches!(err, EngineError::Refused(_)) && err.to_string().contains("pivot step \"ship\""),
+        "{err}"
+    );
+    assert_eq!(
+        h.engine.journal(&shipped).await.unwrap().len(),
+        before,
+        "a refusal writes nothing"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_compensation_fails_and_resume_finishes_it() {
+    let h = Harness::new(vec![order(1)]).await;
+    set_flag(&h.store, "refund_broken", true).await;
+    let id = h
+        .engine
+        .start_saga(StartSaga::new("order", json!({"reject": "ship"})))
+        .await
+        .unwrap()
+        .saga_id;
+    let failed = h.wait_status(&id, Status::Failed).await;
+    assert!(failed.reason.unwrap().contains("refund service down"));
+    let err = h
+        .engine
+        .resume(
+            &h.engine
+                .start_saga(StartSaga::new("order", json!({})))
+                .await
+                .unwrap()
+                .saga_id,
+        )
+        .await;
+    assert!(err.is_err_and(|e| e.to_string().contains("only a failed or waiting saga")));
+    set_flag(&h.store, "refund_broken", false).await;
+    h.engine.resume(&id).await.unwrap();
+    h.wait_status(&id, Status::Compensated).await;
+    assert_eq!(
+        effects_of(&h.store, &id).await,
+        pairs(&[
+            ("reserve", "action"),
+            ("charge", "action"),
+            ("charge", "compensation"),
+            ("reserve", "compensation"),
+        ])
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_attempt_may_have_happened_so_it_is_compensated() {
+    let mut def = order(1);
+    def.steps[1].action = sagaflow_core::Command::parse("slow.charge").unwrap();
+    def.steps[1].timeout_ms = Some(150);
+    def.steps[1].retry.max_attempts = 1;
+    let h = Harness::new(vec![def]).await;
+    let id = h
+        .engine
+        .start_saga(StartSaga::new("order", json!({})))
+        .await
+        .unwrap()
+        .saga_id;
+    h.wait_status(&id, Status::Compensated).await;
+    let journal = h.engine.journal(&id).await.unwrap();
+    assert!(journal
+        .iter()
+        .any(|e| matches!(e.event, Event::AttemptTimedOut { step: 1, .. })));
+    // charge never ran, yet its compensation was sent (unknown means maybe), newest first.
+    assert_eq!(
+        effects_of(&h.store, &id).await,
+        pairs(&[
+            ("reserve", "action"),
+            ("charge", "compensation"),
+            ("reserve", "compensation")
+        ])
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_deadline_fires_from_the_timer_table() {
+    let mut def = order(1);
+    def.deadline_ms = Some(200);
+    let h = Harness::new(vec![def]).await;
+    let id = h
+        .engine
+        .start_saga(StartSaga::new("order", json!({"park": "charge"})))
+        .await
+        .unwrap()
+        .saga_id;
+    let s = h.wait_status(&id, Status::Compensated).await;
+    assert_eq!(s.reason.as_deref(), Some("saga deadline exceeded"));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_command_has_no_second_effect_and_gets_the_same_reply() {
+    let h = Harness::new(vec![order(1)]).await;
+    // A second consumer group on the shop's topic sees a copy of every command.
+    let mut spy = sagaflow_core::Transport::subscribe(&*h.bus, "sagaflow.commands.shop", "spy")
+        .await
+        .unwrap();
+    let mut replies = sagaflow_core::Transport::subscribe(&*h.bus, REPLY_TOPIC, "reply-spy")
+        .await
+        .unwrap();
+    let id = h
+        .engine
+        .start_saga(StartSaga::new("order", json!({})))
+        .await
+        .unwrap()
+        .saga_id;
+    h.wait_status(&id, Status::Completed).await;
+    let first_command = spy.next().await.unwrap().body;
+    let first_reply = replies.next().await.unwrap().body;
+    for _ in 0..3 {
+        sagaflow_core::Transport::publish(&*h.bus, "sagaflow.commands.shop", first_command.clone())
+            .await
+            .unwrap();
+    }
+    let key = Envelope::from_bytes(&first_command).unwrap().message_id;
+    let mut seen = 0;
+    while seen < 3 {
+        let body = replies.next().await.unwrap().body;
+        if Envelope::from_bytes(&body).unwrap().causation_id.as_deref() == Some(key.as_str()) {
+            assert_eq!(body, first_reply, "the same reply every time");
+            seen += 1;
+        }
+    }
+    let s = h
+        .wait(&id, "three ignored replies", |s| s.journal_version >= 13)
+        .await;
+    assert_eq!(s.status, Status::Completed);
+    let journal = h.engine.journal(&id).await.unwrap();
+    let ignored = journal
+        .iter()
+        .filter(|e| {
+            matches!(
+                &e.event,
+                Event::ReplyIgnored {
+                    phase: Phase::Action,
+                    step: 0,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(ignored, 3);
+    assert!(duplicate_effects(&h.store).await.is_empty());
+    assert_eq!(effects_of(&h.store, &id).await.len(), 4);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_replies_go_to_the_dead_letters_with_the_reason() {
+    let h = Harness::new(vec![order(1)]).await;
+    sagaflow_core::Transport::publish(&*h.bus, REPLY_TOPIC, b"{not json".to_vec())
+        .await
+        .unwrap();
+    let unknown = Envelope {
+        message_id: "m1".into(),
+        kind: sagaflow_core::MessageKind::Reply,
+        subject: REPLY_TOPIC.into(),
+        saga_id: Some("no-such-saga".into()),
+        correlation_id: None,
+        causation_id: None,
+        step: None,
+        attempt: None,
+        traceparent: None,
+        request_id: None,
+        payload: json!({"step": 0, "attempt": 1, "phase": "action", "outcome": "succeeded"}),
+    };
+    sagaflow_core::Transport::publish(&*h.bus, REPLY_TOPIC, unknown.to_bytes())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let letters = loop {
+        let letters = h.store.dead_letters(10).await.unwrap();
+        if letters.len() == 2 || tokio::time::Instant::now() > deadline {
+            break letters;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    let reasons: Vec<_> = letters.iter().map(|l| l.reason.clone()).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("not a sagaflow envelope")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("saga no-such-saga not found")),
+        "{reasons:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_refuses_to_start_without_a_version_sagas_in_flight_need() {
+    let h = Harness::new(vec![order(1), order(2)]).await;
+    let id = h
+        .engine
+        .start_saga(StartSaga::new("order", json!({"park": "reserve"})).version(2))
+        .await
+        .unwrap()
+        .saga_id;
+    h.wait_status(&id, Status::Waiting).await;
+    let dir = h.stop().await;
+    let err = Harness::on(dir.clone(), vec![order(1)])
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("order v2"), "{err}");
+    let again = Harness::on(dir, vec![order(1), order(2)])
+        .await
+        .expect("starts with v2");
+    assert_eq!(again.engine.saga(&id).await.unwrap().unwrap().version, 2);
+    again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_a_new_engine_finishes_every_saga_exactly_once() {
+    let h = Harness::new(vec![order(1)]).await;
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let input = if i % 5 == 0 {
+            json!({"reject": "ship"})
+        } else {
+            json!({"fail": {"notify": 1}})
+        };
+        ids.push(
+            h.engine
+                .start_saga(StartSaga::new("order", input))
+                .await
+                .unwrap()
+                .saga_id,
+        );
+    }
+    let dir = h.crash();
+    let h = Harness::on(dir, vec![order(1)]).await.unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let expected = if i % 5 == 0 {
+            Status::Compensated
+        } else {
+            Status::Completed
+        };
+        h.wait_status(id, expected).await;
+        let effects = effects_of(&h.store, id).await;
+        assert_eq!(effects.len(), 4, "saga {i}: {effects:?}");
+    }
+    assert!(duplicate_effects(&h.store).await.is_empty());
+    // The journal is the truth: folding it gives the snapshot.
+    let def = order(1);
+    for id in &ids {
+        let journal = h.engine.journal(id).await.unwrap();
+        let folded = sagaflow_core::fold(id.clone(), &def, &journal);
+        let snapshot = h.engine.saga(id).await.unwrap().unwrap();
+        assert_eq!(folded.status, snapshot.status);
+        assert_eq!(folded.context, snapshot.context);
+        assert_eq!(folded.journal_version, snapshot.journal_version);
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_decisions_taken_and_refuses_new_work() {
+    let h = Harness::new(vec![order(1)]).await;
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        ids.push(
+            h.engine
+                .start_saga(StartSaga::new("order", json!({})))
+                .await
+                .unwrap()
+                .saga_id,
+        );
+    }
+    let engine = h.engine.clone();
+    let dir = h.stop().await;
+    let err = engine
+        .start_saga(StartSaga::new("order", json!({})))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::ShuttingDown), "{err}");
+    let h = Harness::on(dir, vec![order(1)]).await.unwrap();
+    for id in &ids {
+        h.wait_status(id, Status::Completed).await;
+    }
+    assert!(duplicate_effects(&h.store).await.is_empty());
+    let _ = Arc::clone(&h.dir);
+    h.stop().await;
+}

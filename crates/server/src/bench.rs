@@ -1,0 +1,270 @@
+//! `sagaflow bench`: N sagas of K in-process no-op steps, a fraction of which is rejected at
+//! the last step and compensates; reports throughput and start-to-end latency as one JSON line.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use sagaflow_core::{Definition, Outcome, Status, Step, Store};
+use sagaflow_engine::{Engine, EngineConfig, MemoryBus, Participant, StartSaga};
+use serde_json::json;
+
+/// Bench parameters.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Which store: sqlite or postgres.
+    #[arg(long, default_value = "sqlite")]
+    pub store: String,
+    /// Database URL. SQLite defaults to a fresh temporary file; PostgreSQL to the local `test`
+    /// database, in a fresh schema dropped afterwards.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// How many sagas.
+    #[arg(long, default_value_t = 10_000)]
+    pub sagas: usize,
+    /// Steps per saga.
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// Sagas in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Fraction of sagas rejected at their last step (they compensate).
+    #[arg(long, default_value_t = 0.1)]
+    pub fail_rate: f64,
+    /// Inputs per group commit.
+    #[arg(long, default_value_t = 1024)]
+    pub batch_max: usize,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn definition(steps: usize) -> anyhow::Result<Definition> {
+    let mut b = Definition::builder("bench", 1);
+    for i in 0..steps {
+        b = b.step(Step::compensatable(
+            &format!("s{i}"),
+            "bench.step",
+            "bench.undo",
+        ));
+    }
+    Ok(b.build()?)
+}
+
+/// Runs the bench and prints the result line.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.steps == 0 || args.sagas == 0 || args.concurrency == 0 {
+        bail!("--sagas, --steps and --concurrency must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&args.fail_rate) {
+        bail!(
+            "--fail-rate must be between 0 and 1, got {}",
+            args.fail_rate
+        );
+    }
+    let (store, cleanup) = open(&args).await?;
+    let bus = Arc::new(MemoryBus::new());
+    let last = args.steps - 1;
+    let participant = Participant::new("bench")
+        .concurrency(args.concurrency.max(64))
+        .on("step", move |call| async move {
+            let fail = call.context["fail"].as_bool().unwrap_or(false);
+            if fail && call.step == format!("s{last}") {
+                Outcome::rejected("bench failure")
+            } else {
+                Outcome::ok(serde_json::Value::Null)
+            }
+        })
+        .on("undo", |_| async { Outcome::ok(serde_json::Value::Null) });
+    let handle = participant.start(store.clone(), bus.clone()).await?;
+    let engine = Engine::builder(store.clone(), bus.clone())
+        .register(definition(args.steps)?)
+        .config(EngineConfig {
+            batch_max: args.batch_max,
+            ..EngineConfig::default()
+        })
+        .start()
+        .await?;
+    let mut ends = engine.watch_ends();
+
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(args.sagas as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} sagas {per_sec} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+
+    let mut rng = fastrand::Rng::with_seed(42);
+    let mut started_at: HashMap<sagaflow_core::SagaId, Instant> = HashMap::new();
+    let mut latencies = Vec::with_capacity(args.sagas);
+    let (mut completed, mut compensated, mut failed) = (0usize, 0usize, 0usize);
+    let (start_tx, mut start_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut launched = 0usize;
+    let begin = Instant::now();
+    let launch = |engine: &Engine, fail: bool| {
+        let engine = engine.clone();
+        let tx = start_tx.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let r = engine
+                .start_saga(StartSaga::new("bench", json!({ "fail": fail })))
+                .await;
+            let _ = tx.send((r, t));
+        });
+    };
+    while launched < args.concurrency.min(args.sagas) {
+        launch(&engine, rng.f64() < args.fail_rate);
+        launched += 1;
+    }
+    let mut early_ends: HashMap<sagaflow_core::SagaId, (Status, Instant)> = HashMap::new();
+    let mut finished = 0usize;
+    while finished < args.sagas {
+        tokio::select! {
+            started = start_rx.recv() => {
+                let Some((result, t)) = started else { break };
+                let started = result.context("starting a saga")?;
+                match early_ends.remove(&started.saga_id) {
+                    Some((status, end)) => {
+                        latencies.push(end - t);
+                        count(status, &mut completed, &mut compensated, &mut failed);
+                        finished += 1;
+                        bar.inc(1);
+                        if launched < args.sagas {
+                            launch(&engine, rng.f64() < args.fail_rate);
+                            launched += 1;
+                        }
+                    }
+                    None => {
+                        started_at.insert(started.saga_id, t);
+                    }
+                }
+            }
+            end = ends.recv() => {
+                let Some(end) = end else { break };
+                let now = Instant::now();
+                match started_at.remove(&end.saga_id) {
+                    Some(t) => {
+                        latencies.push(now - t);
+                        count(end.status, &mut completed, &mut compensated, &mut failed);
+                        finished += 1;
+                        bar.inc(1);
+                        if launched < args.sagas {
+                            launch(&engine, rng.f64() < args.fail_rate);
+                            launched += 1;
+                        }
+                    }
+                    // The end overtook the start's answer.
+                    None => {
+                        early_ends.insert(end.saga_id, (end.status, now));
+                    }
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                bail!("no saga ended for 60 s ({finished} of {} ended)", args.sagas);
+            }
+        }
+    }
+    let elapsed = begin.elapsed();
+    bar.finish_and_clear();
+    engine.shutdown().await;
+    handle.shutdown().await;
+    cleanup.run().await;
+
+    latencies.sort();
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        (latencies[i].as_secs_f64() * 1000.0 * 10.0).round() / 10.0
+    };
+    let line = json!({
+        "store": args.store,
+        "sagas": args.sagas,
+        "steps": args.steps,
+        "concurrency": args.concurrency,
+        "fail_rate": args.fail_rate,
+        "completed": completed,
+        "compensated": compensated,
+        "failed": failed,
+        "seconds": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        "sagas_per_sec": (args.sagas as f64 / elapsed.as_secs_f64()).round(),
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+    });
+    println!("{line}");
+    Ok(())
+}
+
+fn count(status: Status, completed: &mut usize, compensated: &mut usize, failed: &mut usize) {
+    match status {
+        Status::Completed => *completed += 1,
+        Status::Compensated => *compensated += 1,
+        _ => *failed += 1,
+    }
+}
+
+/// Removes what the bench created.
+enum Cleanup {
+    None,
+    File(std::path::PathBuf),
+    Schema(String, String),
+}
+
+impl Cleanup {
+    async fn run(self) {
+        match self {
+            Cleanup::None => {}
+            Cleanup::File(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            Cleanup::Schema(url, schema) => {
+                if let Err(e) = sagaflow_postgres::drop_schema(&url, &schema).await {
+                    eprintln!("could not drop bench schema {schema}: {e}");
+                }
+            }
+        }
+    }
+}
+
+async fn open(args: &BenchArgs) -> anyhow::Result<(Arc<dyn Store>, Cleanup)> {
+    match args.store.as_str() {
+        "sqlite" => match &args.database_url {
+            Some(url) => Ok((crate::store_url::open(url).await?, Cleanup::None)),
+            None => {
+                let path = std::env::temp_dir().join(format!(
+                    "sagaflow-bench-{}-{}.db",
+                    std::process::id(),
+                    fastrand::u32(..)
+                ));
+                let store = sagaflow_sqlite::SqliteStore::open(&path.to_string_lossy()).await?;
+                Ok((Arc::new(store), Cleanup::File(path)))
+            }
+        },
+        "postgres" => {
+            let url = args
+                .database_url
+                .clone()
+                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_string());
+            let schema = format!(
+                "sagaflow_bench_{}_{}",
+                std::process::id(),
+                fastrand::u32(..)
+            );
+            let store = sagaflow_postgres::PgStore::connect_in_schema(&url, &schema)
+                .await
+                .with_context(|| format!("connecting to {}", crate::store_url::redact(&url)))?;
+            Ok((Arc::new(store), Cleanup::Schema(url, schema)))
+        }
+        other => bail!("--store must be sqlite or postgres, got {other:?}"),
+    }
+}

@@ -1,0 +1,8 @@
+//! The sagaflow binary's commands, as a library so the test suite can drive them: the
+//! demo, the bench, the saga commands and the crash drill.
+
+pub mod bench;
+pub mod demo;
+pub mod drill;
+pub mod saga_cmd;
+pub mod store_url;
