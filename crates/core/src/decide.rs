@@ -192,7 +192,6 @@ impl<'a> Decider<'a> {
                 self.emit(Event::CancelRequested {
                     reason: reason.clone(),
                 });
-                self.state.failure = None;
             }
             Input::Resume => {
                 if status != Status::Failed && status != Status::Waiting {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::guard::Guard;
+use crate::guard::{Guard, GuardOtherwise};
 use crate::retry::RetryPolicy;
 
 /// A command sent to a participant: the subject is `service.command`.
@@ -256,8 +256,8 @@ impl Definition {
     }
 
     /// Checks the rules: unique names, a compensation on every compensatable step and only
-    /// there, at most one pivot, nothing compensatable after it, retriable steps only after
-    /// it, sane policies and commands.
+    /// there, at most one pivot (never skipped by its guard), nothing compensatable after it,
+    /// retriable steps only after it, sane policies and commands.
     pub fn validate(&self) -> Result<(), DefinitionError> {
         if !valid_part(&self.name) {
             return Err(DefinitionError::BadName(self.name.clone()));
@@ -331,6 +331,18 @@ impl Definition {
                         return Err(step_error(
                             step,
                             "a pivot step has no compensation: it is the point of no return".into(),
+                        ));
+                    }
+                    // Skipped, the retriable steps after it would run with the saga still
+                    // able to go back, and nothing undoes them.
+                    if step
+                        .guard
+                        .as_ref()
+                        .is_some_and(|g| g.otherwise == GuardOtherwise::Skip)
+                    {
+                        return Err(step_error(
+                            step,
+                            "a pivot step cannot be skipped: the retriable steps after it would run without the point of no return (use otherwise: fail)".into(),
                         ));
                     }
                     pivot = Some(step);

@@ -504,21 +504,16 @@ pub fn evolve(mut s: SagaState, def: &Definition, event: &Event, at: Millis) -> 
             }
         }
         Event::CancelRequested { reason } => {
-            s.status = Status::Compensating;
-            s.reason = Some(reason.clone());
-            s.parked = None;
-            s.retry = None;
+            // A cancel can leave Failed (a refused guard): the saga is no longer ended.
+            s.failure = None;
+            s.ended_at = None;
+            go_back(&mut s, def, reason.clone());
         }
         Event::CancelAbandoned { .. } => {
             s.status = Status::Running;
             s.reason = None;
         }
-        Event::DeadlineExceeded => {
-            s.status = Status::Compensating;
-            s.reason = Some("saga deadline exceeded".into());
-            s.parked = None;
-            s.retry = None;
-        }
+        Event::DeadlineExceeded => go_back(&mut s, def, "saga deadline exceeded".into()),
         Event::Resumed => {
             s.parked = None;
             s.retry = None;
@@ -602,6 +597,29 @@ fn give_up_step(s: &mut SagaState, def: &Definition, step: usize, reason: String
     } else if s.status != Status::Compensating {
         s.status = Status::Compensating;
         s.reason = Some(reason);
+    }
+}
+
+/// A cancel or the deadline: compensate what was done. A pivot that may have happened (an
+/// attempt timed out) and has nothing in flight to settle it cannot be undone, so, as when
+/// such a pivot gives up, the saga needs an operator instead of claiming `Compensated`.
+fn go_back(s: &mut SagaState, def: &Definition, reason: String) {
+    s.status = Status::Compensating;
+    s.parked = None;
+    s.retry = None;
+    let unknown_pivot = def
+        .pivot()
+        .filter(|&p| s.steps.get(p).is_some_and(|r| r.state == StepState::Maybe));
+    match unknown_pivot {
+        Some(step) if s.in_flight.is_none() && !s.pivot_passed => fail(
+            s,
+            Failure::StuckAfterPivot { step },
+            format!(
+                "{reason}, but pivot step {} may have happened (an attempt timed out) and cannot be undone",
+                def.steps[step].name
+            ),
+        ),
+        _ => s.reason = Some(reason),
     }
 }
 
