@@ -61,9 +61,14 @@ impl SqliteStore {
     /// `sqlite:file.db`, `sqlite:///abs/file.db`, a plain path, or `:memory:` (also
     /// `sqlite::memory:`) for a throwaway database private to this store.
     ///
-    /// Blocks on file I/O while it opens and migrates; call it at startup (or in
-    /// `spawn_blocking`).
-    pub fn open(url: &str) -> Result<SqliteStore, StoreError> {
+    /// The file I/O runs on a blocking thread, so this is safe to await anywhere.
+    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        let url = url.to_string();
+        blocking(move || Self::open_blocking(&url)).await
+    }
+
+    /// [`SqliteStore::open`] for code outside an async context; blocks on file I/O.
+    pub fn open_blocking(url: &str) -> Result<SqliteStore, StoreError> {
         let (path, throwaway) = match url::parse(url)? {
             Location::File(path) => (path, false),
             // A temp file, not `mode=memory`: see `url::throwaway_path`.

@@ -7,11 +7,11 @@ use sagaflow_sqlite::SqliteStore;
 use tempfile::TempDir;
 
 /// A store on a fresh database file; the directory lives as long as the returned guard.
-fn fresh_store() -> (Arc<dyn Store>, TempDir) {
+async fn fresh_store() -> (Arc<dyn Store>, TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("sagaflow.db").display());
-    let store = SqliteStore::open(&url).expect("open SQLite store");
+    let store = SqliteStore::open(&url).await.expect("open SQLite store");
     (Arc::new(store), dir)
 }
 
-sagaflow_testkit::store_conformance_tests!(fresh_store());
+sagaflow_testkit::store_conformance_tests!(fresh_store().await);

@@ -36,7 +36,7 @@ fn starts(n: usize, prefix: &str) -> Vec<Decision> {
 #[tokio::test]
 async fn two_thousand_decisions_commit_in_one_call_and_read_back() -> Result<()> {
     let (_dir, path) = temp_db()?;
-    let store = SqliteStore::open(&path)?;
+    let store = SqliteStore::open(&path).await?;
     let first = starts(1_000, "big");
     let def = order_definition(1);
     let replies: Vec<Decision> = first
@@ -65,7 +65,7 @@ async fn two_thousand_decisions_commit_in_one_call_and_read_back() -> Result<()>
 #[tokio::test]
 async fn a_failing_write_undoes_the_callers_whole_batch_only() -> Result<()> {
     let (_dir, path) = temp_db()?;
-    let store = Arc::new(SqliteStore::open(&path)?);
+    let store = Arc::new(SqliteStore::open(&path).await?);
     let taken = starts(1, "taken");
     store.commit(taken.clone()).await?;
 
@@ -103,7 +103,7 @@ async fn a_failing_write_undoes_the_callers_whole_batch_only() -> Result<()> {
 #[tokio::test]
 async fn an_inconsistent_decision_is_refused_before_writing() -> Result<()> {
     let (_dir, path) = temp_db()?;
-    let store = SqliteStore::open(&path)?;
+    let store = SqliteStore::open(&path).await?;
     let mut d = starts(1, "x").remove(0);
     d.events[0].seq = 7;
     let e = store.commit(vec![d.clone()]).await.unwrap_err();
@@ -121,10 +121,10 @@ async fn data_survives_reopening_and_migrations_run_once() -> Result<()> {
     let (_dir, path) = temp_db()?;
     let batch = starts(3, "keep");
     {
-        let store = SqliteStore::open(&format!("sqlite://{path}"))?;
+        let store = SqliteStore::open(&format!("sqlite://{path}")).await?;
         store.commit(batch.clone()).await?;
     }
-    let store = SqliteStore::open(&format!("sqlite:{path}"))?;
+    let store = SqliteStore::open(&format!("sqlite:{path}")).await?;
     let ids: Vec<SagaId> = batch.iter().map(|d| d.saga_id.clone()).collect();
     assert_eq!(store.load(&ids).await?.len(), 3);
     assert_eq!(
@@ -143,19 +143,19 @@ async fn data_survives_reopening_and_migrations_run_once() -> Result<()> {
 #[tokio::test]
 async fn a_newer_schema_is_refused_with_a_reason() -> Result<()> {
     let (_dir, path) = temp_db()?;
-    drop(SqliteStore::open(&path)?);
+    drop(SqliteStore::open(&path).await?);
     let conn = Connection::open(&path)?;
     conn.execute("INSERT INTO schema_migrations VALUES (99, 0)", [])?;
     drop(conn);
-    let e = SqliteStore::open(&path).unwrap_err().to_string();
+    let e = SqliteStore::open(&path).await.unwrap_err().to_string();
     assert!(e.contains("version 99") && e.contains("newer"), "{e}");
     Ok(())
 }
 
 #[tokio::test]
 async fn memory_databases_are_private_and_leave_no_file() -> Result<()> {
-    let a = SqliteStore::open(":memory:")?;
-    let b = SqliteStore::open("sqlite::memory:")?;
+    let a = SqliteStore::open(":memory:").await?;
+    let b = SqliteStore::open("sqlite::memory:").await?;
     a.commit(starts(2, "mem")).await?;
     // Reads go through other connections than the writer's: they must see the same data.
     assert_eq!(a.list(&Default::default()).await?.len(), 2);
@@ -189,7 +189,7 @@ fn sagaflow_files() -> Vec<String> {
 #[tokio::test]
 async fn a_commit_waits_for_a_participant_transaction_then_lands() -> Result<()> {
     let (_dir, path) = temp_db()?;
-    let store = Arc::new(SqliteStore::open(&path)?);
+    let store = Arc::new(SqliteStore::open(&path).await?);
     let mut tx = store.begin().await?;
     tx.inbox_put("billing", "k", b"r").await?;
     // The participant holds the write lock; the commit queues behind it on the writer.
@@ -202,11 +202,15 @@ async fn a_commit_waits_for_a_participant_transaction_then_lands() -> Result<()>
     Ok(())
 }
 
-#[test]
-fn opening_a_bad_location_says_why() {
-    let e = SqliteStore::open("postgres://x/y").unwrap_err().to_string();
+#[tokio::test]
+async fn opening_a_bad_location_says_why() {
+    let e = SqliteStore::open("postgres://x/y")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a SQLite URL"), "{e}");
-    let e = SqliteStore::open("/no/such/dir/x.db")
+    // Outside async code too.
+    let e = SqliteStore::open_blocking("/no/such/dir/x.db")
         .unwrap_err()
         .to_string();
     assert!(
@@ -220,6 +224,7 @@ async fn the_whole_suite_passes_on_a_multi_thread_runtime() {
     sagaflow_testkit::store_conformance::run_all(|| async {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(&dir.path().join("s.db").display().to_string())
+            .await
             .expect("open SQLite store");
         (Arc::new(store) as Arc<dyn Store>, dir)
     })
