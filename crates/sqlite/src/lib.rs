@@ -8,7 +8,9 @@
 //!   transaction (group commit) with a savepoint per request, and answers after COMMIT.
 //! - **Reads** run on pooled connections via `spawn_blocking`, on any tokio runtime.
 //! - **Participant transactions** take a pooled connection in `BEGIN IMMEDIATE`; their SQL
-//!   uses PostgreSQL-style `$1` placeholders, translated here.
+//!   uses PostgreSQL-style `$1` placeholders, translated here. An open one holds the
+//!   database's only write lock, so every commit waits for it (up to the 10 s busy timeout):
+//!   keep them short, and never await the engine inside one.
 //! - The schema is embedded and migrated on open.
 //!
 //! One process per database file: [`Store::wakeup`] never fires, since every commit comes
