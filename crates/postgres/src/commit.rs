@@ -9,12 +9,14 @@
 //! 5. Write journal rows, snapshots, outbox and timer changes of the applied decisions in
 //!    one statement, with a NOTIFY when other processes have something to claim.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sagaflow_core::{CommitOutcome, Decision, SagaId, StoreError, TimerChange};
 use sqlx::{Postgres, Transaction};
 
 use crate::error::{corrupt_number, is_transient, store_error};
+use crate::escape::escape;
 use crate::Inner;
 
 /// How often a batch that hit a deadlock or serialization failure runs again.
@@ -326,8 +328,8 @@ struct StartColumns<'a> {
     definition: Vec<&'a str>,
     version: Vec<i64>,
     status: Vec<&'static str>,
-    correlation_key: Vec<Option<&'a str>>,
-    idempotency_key: Vec<Option<&'a str>>,
+    correlation_key: Vec<Option<Cow<'a, str>>>,
+    idempotency_key: Vec<Option<Cow<'a, str>>>,
     journal_version: Vec<i64>,
     state: Vec<&'a str>,
     created_at: Vec<i64>,
@@ -342,9 +344,10 @@ impl<'a> StartColumns<'a> {
         self.definition.push(&s.definition);
         self.version.push(e.version);
         self.status.push(s.status.as_str());
-        self.correlation_key.push(s.correlation_key.as_deref());
+        self.correlation_key
+            .push(s.correlation_key.as_deref().map(escape));
         self.idempotency_key
-            .push(e.decision.idempotency_key.as_deref());
+            .push(e.decision.idempotency_key.as_deref().map(escape));
         self.journal_version.push(e.next);
         self.state.push(&e.state);
         self.created_at.push(s.created_at);
@@ -357,6 +360,7 @@ impl<'a> StartColumns<'a> {
 #[derive(Default)]
 struct Holders {
     ids: HashSet<String>,
+    /// By stored (escaped) key.
     keys: HashMap<String, String>,
 }
 
@@ -366,9 +370,9 @@ impl Holders {
         losers: &[&Encoded<'_>],
     ) -> Result<Self, sqlx::Error> {
         let ids: Vec<&str> = losers.iter().map(|e| e.id()).collect();
-        let keys: Vec<&str> = losers
+        let keys: Vec<Cow<str>> = losers
             .iter()
-            .filter_map(|e| e.decision.idempotency_key.as_deref())
+            .filter_map(|e| e.decision.idempotency_key.as_deref().map(escape))
             .collect();
         let rows: Vec<(String, Option<String>)> = sqlx::query_as(HOLDERS)
             .bind(&ids)
@@ -401,7 +405,7 @@ impl Holders {
             started_keys
                 .get(key)
                 .map(|id| id.to_string())
-                .or_else(|| self.keys.get(key).cloned())
+                .or_else(|| self.keys.get(escape(key).as_ref()).cloned())
         });
         match holder {
             Some(id) => CommitOutcome::DuplicateStart {
@@ -472,7 +476,7 @@ impl<'a> Writes<'a> {
             let s = &e.decision.state;
             snap.0.push(*id);
             snap.1.push(s.status.as_str());
-            snap.2.push(s.correlation_key.as_deref());
+            snap.2.push(s.correlation_key.as_deref().map(escape));
             snap.3.push(e.next);
             snap.4.push(e.state.as_str());
             snap.5.push(s.updated_at);

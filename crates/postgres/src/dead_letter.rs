@@ -6,6 +6,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use crate::error::{corrupt_number, store_error};
+use crate::escape::{escape, unescape};
 
 const COLUMNS: &str = "id, topic, body, reason, attempts, created_at";
 
@@ -22,9 +23,10 @@ pub(crate) async fn put(
         "INSERT INTO dead_letters (topic, body, reason, attempts, created_at)
          VALUES ($1, $2, $3, $4, $5) RETURNING id",
     )
-    .bind(topic)
+    // The reason often quotes the bad message itself, NULs included.
+    .bind(escape(topic))
     .bind(body)
-    .bind(reason)
+    .bind(escape(reason))
     .bind(i64::from(attempts))
     .bind(at)
     .fetch_one(pool)
@@ -58,11 +60,13 @@ pub(crate) async fn take(pool: &PgPool, id: i64) -> Result<Option<DeadLetter>, S
 
 fn decode(row: &PgRow) -> Result<DeadLetter, StoreError> {
     let attempts: i64 = row.try_get("attempts").map_err(store_error)?;
+    let topic: String = row.try_get("topic").map_err(store_error)?;
+    let reason: String = row.try_get("reason").map_err(store_error)?;
     Ok(DeadLetter {
         id: row.try_get("id").map_err(store_error)?,
-        topic: row.try_get("topic").map_err(store_error)?,
+        topic: unescape(&topic).into_owned(),
         body: row.try_get("body").map_err(store_error)?,
-        reason: row.try_get("reason").map_err(store_error)?,
+        reason: unescape(&reason).into_owned(),
         attempts: u32::try_from(attempts).map_err(|_| corrupt_number("attempts", attempts))?,
         created_at: row.try_get("created_at").map_err(store_error)?,
     })

@@ -6,10 +6,12 @@ mod claim;
 mod commit;
 mod dead_letter;
 mod error;
+mod escape;
 mod listen;
 mod migrate;
 mod participant;
 mod read;
+mod sql_value;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use sagaflow_core::{
     SagaFilter, SagaId, SagaState, Store, StoreError, TimerRow,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Executor, PgPool};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 use crate::error::store_error;
 
@@ -48,6 +50,8 @@ struct Inner {
     /// engine already wakes itself for its own commits.
     instance: String,
     wake: listen::Wakeup,
+    /// How participant statements bind their NULLs, learnt per SQL text.
+    nulls: Arc<participant::NullTyping>,
 }
 
 impl PgStore {
@@ -76,8 +80,24 @@ impl PgStore {
         let search_path = quoted
             .as_ref()
             .map(|quoted| format!("SET search_path TO {quoted}"));
+        // Migrate on a connection of its own first: an unreachable database fails here at
+        // once, where the pool would retry until its acquire timeout.
+        let mut conn = PgConnection::connect_with(&options)
+            .await
+            .map_err(store_error)?;
+        if let Some(sql) = &search_path {
+            conn.execute(sql.as_str()).await.map_err(store_error)?;
+        }
+        migrate::migrate(&mut conn, quoted.as_deref()).await?;
+        if let Err(e) = conn.close().await {
+            tracing::debug!(error = %e, "closing the migration connection failed");
+        }
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            // sqlx already pings each connection when it goes back to the pool; pinging
+            // again on the way out would add a round trip to every operation. One that died
+            // while idle fails its next use as Unavailable, which callers retry.
+            .test_before_acquire(false)
             .after_connect(move |conn, _meta| {
                 let search_path = search_path.clone();
                 Box::pin(async move {
@@ -87,10 +107,7 @@ impl PgStore {
                     Ok(())
                 })
             })
-            .connect_with(options)
-            .await
-            .map_err(store_error)?;
-        migrate::migrate(&pool, quoted.as_deref()).await?;
+            .connect_lazy_with(options);
         let channel = listen::channel_name(schema);
         Ok(PgStore {
             inner: Arc::new(Inner {
@@ -98,6 +115,7 @@ impl PgStore {
                 channel,
                 instance: listen::instance_id(),
                 wake: listen::Wakeup::default(),
+                nulls: Arc::default(),
             }),
         })
     }
@@ -185,7 +203,7 @@ impl Store for PgStore {
     }
 
     async fn begin(&self) -> Result<Box<dyn ParticipantTx>, StoreError> {
-        participant::begin(&self.inner.pool).await
+        participant::begin(&self.inner.pool, &self.inner.nulls).await
     }
 
     async fn wakeup(&self) {

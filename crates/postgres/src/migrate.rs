@@ -4,7 +4,7 @@
 //! left to do.
 
 use sagaflow_core::StoreError;
-use sqlx::PgPool;
+use sqlx::{Connection, Executor, PgConnection};
 
 use crate::error::store_error;
 
@@ -15,29 +15,32 @@ const MIGRATIONS: &[(i64, &str, &str)] =
 /// PostgreSQL truncates identifiers longer than this (NAMEDATALEN - 1).
 const MAX_IDENTIFIER: usize = 63;
 
-/// Applies the migrations not applied yet. `schema` is already quoted; it is created here,
+/// Applies the migrations not applied yet. (Raw SQL goes through `Executor::execute`, whose
+/// boxed future is `Send`; `RawSql::execute` is not, which would make `connect` unspawnable.) `schema` is already quoted; it is created here,
 /// under the lock, because two concurrent `CREATE SCHEMA IF NOT EXISTS` can still collide.
-pub(crate) async fn migrate(pool: &PgPool, schema: Option<&str>) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await.map_err(store_error)?;
+pub(crate) async fn migrate(
+    conn: &mut PgConnection,
+    schema: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await.map_err(store_error)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(lock_key(schema.unwrap_or("")))
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
     if let Some(schema) = schema {
-        sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-            .execute(&mut *tx)
+        let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+        tx.execute(sqlx::raw_sql(&create))
             .await
             .map_err(store_error)?;
     }
-    sqlx::raw_sql(
+    tx.execute(sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    BIGINT PRIMARY KEY,
              name       TEXT NOT NULL,
              applied_at BIGINT NOT NULL
          )",
-    )
-    .execute(&mut *tx)
+    ))
     .await
     .map_err(store_error)?;
     let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
@@ -48,8 +51,7 @@ pub(crate) async fn migrate(pool: &PgPool, schema: Option<&str>) -> Result<(), S
         if applied.contains(version) {
             continue;
         }
-        sqlx::raw_sql(sql)
-            .execute(&mut *tx)
+        tx.execute(sqlx::raw_sql(sql))
             .await
             .map_err(|e| migration_failed(*version, name, e))?;
         sqlx::query(

@@ -1,39 +1,148 @@
 //! A participant's own transaction on the store's database: its SQL and its inbox commit
-//! together. Values are bound with the types `SqlValue` names and read back by column
-//! type. As PostgreSQL does, a statement that fails aborts the whole transaction: the
+//! together. As PostgreSQL does, a statement that fails aborts the whole transaction: the
 //! caller rolls back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use sagaflow_core::{ParticipantTx, SqlValue, StoreError};
-use sqlx::encode::IsNull;
-use sqlx::error::BoxDynError;
-use sqlx::postgres::types::Oid;
-use sqlx::postgres::{PgArgumentBuffer, PgArguments, PgRow, PgTypeInfo, PgValueRef};
-use sqlx::query::Query;
-use sqlx::{Decode, PgPool, Postgres, Row, Transaction, TypeInfo, ValueRef};
+use sqlx::postgres::PgRow;
+use sqlx::{Executor, PgPool, Postgres, Transaction};
 
 use crate::error::{query_error, sqlstate, store_error, UNIQUE_VIOLATION};
+use crate::sql_value::{bind_all, read_row, typed_sql, Nulls};
+
+/// The server could not infer a parameter's type: indeterminate_datatype, and
+/// ambiguous_parameter (inferred differently in two places, e.g. `$1 IS NULL OR x = $1`).
+const UNTYPABLE_PARAMETER: [&str; 2] = ["42P18", "42P08"];
+
+/// Forget what was learnt about NULLs past this many SQL texts (SQL built with inlined
+/// values would otherwise grow the map forever).
+const MAX_LEARNT: usize = 4_096;
+
+/// Per SQL text (with its parameter types): how its NULLs bind, learnt on first use.
+#[derive(Default)]
+pub(crate) struct NullTyping(Mutex<HashMap<String, Nulls>>);
+
+impl NullTyping {
+    fn get(&self, sql: &str) -> Option<Nulls> {
+        self.0.lock().ok()?.get(sql).copied()
+    }
+
+    fn learn(&self, sql: String, nulls: Nulls) {
+        if let Ok(mut learnt) = self.0.lock() {
+            if learnt.len() >= MAX_LEARNT {
+                learnt.clear();
+            }
+            learnt.insert(sql, nulls);
+        }
+    }
+}
 
 /// Begins a participant transaction.
-pub(crate) async fn begin(pool: &PgPool) -> Result<Box<dyn ParticipantTx>, StoreError> {
+pub(crate) async fn begin(
+    pool: &PgPool,
+    nulls: &Arc<NullTyping>,
+) -> Result<Box<dyn ParticipantTx>, StoreError> {
     let tx = pool.begin().await.map_err(store_error)?;
-    Ok(Box::new(PgParticipantTx { tx }))
+    Ok(Box::new(PgParticipantTx {
+        tx,
+        nulls: Arc::clone(nulls),
+    }))
 }
 
 /// A pooled connection's transaction, held until commit or rollback (dropping it rolls back).
 struct PgParticipantTx {
     tx: Transaction<'static, Postgres>,
+    nulls: Arc<NullTyping>,
+}
+
+/// What a statement gave back.
+enum Done {
+    Changed(u64),
+    Rows(Vec<PgRow>),
+}
+
+impl PgParticipantTx {
+    /// Runs participant SQL. NULLs go untyped, so the server types them from where they are
+    /// used; where it cannot (`$1 IS NULL`), they go as TEXT instead. Which one a statement
+    /// needs is learnt on its first run with NULLs, under a savepoint so that the failed
+    /// try does not abort the transaction; later runs pay nothing.
+    async fn run(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+        rows: bool,
+    ) -> Result<Done, StoreError> {
+        if !params.contains(&SqlValue::Null) {
+            return self
+                .once(sql, params, Nulls::Untyped, rows)
+                .await
+                .map_err(query_error);
+        }
+        let key = typed_sql(sql, params, Nulls::Untyped);
+        if let Some(nulls) = self.nulls.get(&key) {
+            return self
+                .once(sql, params, nulls, rows)
+                .await
+                .map_err(query_error);
+        }
+        self.savepoint("SAVEPOINT sagaflow_nulls").await?;
+        match self.once(sql, params, Nulls::Untyped, rows).await {
+            Ok(done) => {
+                self.savepoint("RELEASE SAVEPOINT sagaflow_nulls").await?;
+                self.nulls.learn(key, Nulls::Untyped);
+                Ok(done)
+            }
+            Err(e) if sqlstate(&e).is_some_and(|c| UNTYPABLE_PARAMETER.contains(&c.as_str())) => {
+                self.savepoint(
+                    "ROLLBACK TO SAVEPOINT sagaflow_nulls; RELEASE SAVEPOINT sagaflow_nulls",
+                )
+                .await?;
+                self.nulls.learn(key, Nulls::Text);
+                self.once(sql, params, Nulls::Text, rows)
+                    .await
+                    .map_err(query_error)
+            }
+            Err(e) => Err(query_error(e)),
+        }
+    }
+
+    async fn once(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+        nulls: Nulls,
+        rows: bool,
+    ) -> Result<Done, sqlx::Error> {
+        let sql = typed_sql(sql, params, nulls);
+        let query = bind_all(sqlx::query(&sql), params, nulls);
+        if rows {
+            Ok(Done::Rows(query.fetch_all(&mut *self.tx).await?))
+        } else {
+            Ok(Done::Changed(
+                query.execute(&mut *self.tx).await?.rows_affected(),
+            ))
+        }
+    }
+
+    async fn savepoint(&mut self, sql: &'static str) -> Result<(), StoreError> {
+        (&mut *self.tx)
+            .execute(sqlx::raw_sql(sql))
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl ParticipantTx for PgParticipantTx {
     async fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, StoreError> {
-        let sql = typed_sql(sql, params);
-        let done = bind_all(sqlx::query(&sql), params)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(query_error)?;
-        Ok(done.rows_affected())
+        match self.run(sql, params, false).await? {
+            Done::Changed(n) => Ok(n),
+            Done::Rows(rows) => Ok(rows.len() as u64),
+        }
     }
 
     async fn query(
@@ -41,12 +150,10 @@ impl ParticipantTx for PgParticipantTx {
         sql: &str,
         params: &[SqlValue],
     ) -> Result<Vec<Vec<SqlValue>>, StoreError> {
-        let sql = typed_sql(sql, params);
-        let rows = bind_all(sqlx::query(&sql), params)
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(query_error)?;
-        rows.iter().map(read_row).collect()
+        match self.run(sql, params, true).await? {
+            Done::Rows(rows) => rows.iter().map(read_row).collect(),
+            Done::Changed(_) => Ok(Vec::new()),
+        }
     }
 
     async fn inbox_get(
@@ -95,161 +202,4 @@ impl ParticipantTx for PgParticipantTx {
     async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
         self.tx.rollback().await.map_err(store_error)
     }
-}
-
-/// The SQL with its parameter types appended as a comment. sqlx caches one prepared
-/// statement per SQL text and per connection, with the parameter types of its first use;
-/// the same text bound later with other types (text where an integer was, or a NULL whose
-/// type the server inferred) would send bytes of one type for another.
-fn typed_sql(sql: &str, params: &[SqlValue]) -> String {
-    if params.is_empty() {
-        return sql.to_string();
-    }
-    let types: String = params
-        .iter()
-        .map(|p| match p {
-            SqlValue::Null => 'n',
-            SqlValue::Integer(_) => 'i',
-            SqlValue::Real(_) => 'r',
-            SqlValue::Text(_) => 't',
-        })
-        .collect();
-    format!("{sql}\n-- sagaflow params: {types}")
-}
-
-fn bind_all<'q>(
-    mut query: Query<'q, Postgres, PgArguments>,
-    params: &'q [SqlValue],
-) -> Query<'q, Postgres, PgArguments> {
-    for param in params {
-        query = match param {
-            SqlValue::Null => query.bind(UntypedNull),
-            SqlValue::Integer(i) => query.bind(*i),
-            SqlValue::Real(f) => query.bind(*f),
-            SqlValue::Text(s) => query.bind(s.as_str()),
-        };
-    }
-    query
-}
-
-/// A NULL of no declared type (OID 0), so the server infers it from where it is used. Bound
-/// as text, it would be refused wherever a number is expected (`column is of type bigint
-/// but expression is of type text`).
-struct UntypedNull;
-
-impl sqlx::Type<Postgres> for UntypedNull {
-    fn type_info() -> PgTypeInfo {
-        PgTypeInfo::with_oid(Oid(0))
-    }
-}
-
-impl sqlx::Encode<'_, Postgres> for UntypedNull {
-    fn encode_by_ref(&self, _buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        Ok(IsNull::Yes)
-    }
-}
-
-fn read_row(row: &PgRow) -> Result<Vec<SqlValue>, StoreError> {
-    (0..row.len())
-        .map(|i| {
-            let value = row.try_get_raw(i).map_err(query_error)?;
-            read_value(value).map_err(|e| {
-                let name = row.columns().get(i).map(sqlx::Column::name).unwrap_or("?");
-                StoreError::Query(format!("column {name:?}: {e}"))
-            })
-        })
-        .collect()
-}
-
-/// One value, by its column type: integers and booleans as Integer, floats as Real,
-/// strings (and JSON) as Text.
-fn read_value(value: PgValueRef<'_>) -> Result<SqlValue, BoxDynError> {
-    if value.is_null() {
-        return Ok(SqlValue::Null);
-    }
-    let type_info = value.type_info().into_owned();
-    Ok(match type_info.name() {
-        "INT2" => SqlValue::Integer(i16::decode(value)?.into()),
-        "INT4" => SqlValue::Integer(i32::decode(value)?.into()),
-        "INT8" => SqlValue::Integer(i64::decode(value)?),
-        "BOOL" => SqlValue::Integer(bool::decode(value)?.into()),
-        "FLOAT4" => SqlValue::Real(f32::decode(value)?.into()),
-        "FLOAT8" => SqlValue::Real(f64::decode(value)?),
-        "NUMERIC" => numeric(value.as_bytes()?)?,
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "UNKNOWN" => {
-            SqlValue::Text(String::decode(value)?)
-        }
-        "JSON" => SqlValue::Text(std::str::from_utf8(value.as_bytes()?)?.to_string()),
-        // Binary JSONB is a version byte (1), then the JSON text.
-        "JSONB" => match value.as_bytes()? {
-            [1, text @ ..] => SqlValue::Text(std::str::from_utf8(text)?.to_string()),
-            _ => return Err("unknown JSONB format version".into()),
-        },
-        other => {
-            return Err(format!(
-                "type {other} cannot be read back; cast it to TEXT, BIGINT or DOUBLE PRECISION"
-            )
-            .into())
-        }
-    })
-}
-
-/// A binary NUMERIC: an Integer when it has no fractional digits and fits (as `sum` of
-/// integers yields, matching SQLite), else a Real. The format is ndigits, weight, sign and
-/// display scale (big-endian 16-bit each), then ndigits base-10000 digits, the first
-/// worth 10000^weight.
-fn numeric(bytes: &[u8]) -> Result<SqlValue, BoxDynError> {
-    let word = |i: usize| -> Result<u16, BoxDynError> {
-        match bytes.get(i * 2..i * 2 + 2) {
-            Some(&[hi, lo]) => Ok(u16::from_be_bytes([hi, lo])),
-            _ => Err("truncated NUMERIC".into()),
-        }
-    };
-    let ndigits = usize::from(word(0)?);
-    let weight = i64::from(i16::from_be_bytes(word(1)?.to_be_bytes()));
-    let sign = word(2)?;
-    let dscale = word(3)?;
-    let negative = match sign {
-        0x0000 => false,
-        0x4000 => true,
-        0xC000 => return Ok(SqlValue::Real(f64::NAN)),
-        0xD000 => return Ok(SqlValue::Real(f64::INFINITY)),
-        0xF000 => return Ok(SqlValue::Real(f64::NEG_INFINITY)),
-        _ => return Err(format!("unknown NUMERIC sign {sign:#x}").into()),
-    };
-    let digits = (0..ndigits)
-        .map(|i| word(4 + i))
-        .collect::<Result<Vec<u16>, _>>()?;
-    // The value is the digits read as one base-10000 integer, times 10000^exponent.
-    let exponent = weight + 1 - i64::try_from(ndigits)?;
-    if dscale == 0 {
-        if let Some(i) = integer(&digits, exponent, negative) {
-            return Ok(SqlValue::Integer(i));
-        }
-    }
-    let mut text = String::with_capacity(ndigits * 4 + 8);
-    if negative {
-        text.push('-');
-    }
-    text.push('0');
-    for d in &digits {
-        text.push_str(&format!("{d:04}"));
-    }
-    text.push_str(&format!("e{}", exponent * 4));
-    Ok(SqlValue::Real(text.parse()?))
-}
-
-/// The NUMERIC's value as an i64, if it is a whole number that fits.
-fn integer(digits: &[u16], exponent: i64, negative: bool) -> Option<i64> {
-    if exponent < 0 {
-        return None;
-    }
-    let mut value: i128 = 0;
-    for d in digits {
-        value = value.checked_mul(10_000)?.checked_add(i128::from(*d))?;
-    }
-    for _ in 0..exponent {
-        value = value.checked_mul(10_000)?;
-    }
-    i64::try_from(if negative { -value } else { value }).ok()
 }

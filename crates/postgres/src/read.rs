@@ -4,6 +4,7 @@ use sagaflow_core::{JournalEntry, Millis, SagaFilter, SagaId, SagaState, Status,
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use crate::error::{corrupt_json, corrupt_number, store_error};
+use crate::escape::escape;
 
 /// A page of `list` when the filter asks for 0.
 const DEFAULT_LIMIT: usize = 100;
@@ -60,7 +61,7 @@ pub(crate) async fn saga_by_idempotency_key(
 ) -> Result<Option<SagaId>, StoreError> {
     let id: Option<String> =
         sqlx::query_scalar("SELECT saga_id FROM sagas WHERE idempotency_key = $1")
-            .bind(key)
+            .bind(escape(key))
             .fetch_optional(pool)
             .await
             .map_err(store_error)?;
@@ -79,7 +80,8 @@ pub(crate) async fn list(pool: &PgPool, filter: &SagaFilter) -> Result<Vec<SagaS
         sql.push(" AND definition = ").push_bind(definition);
     }
     if let Some(key) = &filter.correlation_key {
-        sql.push(" AND correlation_key = ").push_bind(key);
+        sql.push(" AND correlation_key = ")
+            .push_bind(escape(key).into_owned());
     }
     if let Some(after) = filter.created_after {
         sql.push(" AND created_at >= ").push_bind(after);
@@ -143,7 +145,7 @@ pub(crate) async fn waiting_by_correlation(
         "SELECT saga_id FROM sagas WHERE correlation_key = $1 AND status = $2
          ORDER BY created_at, saga_id",
     )
-    .bind(key)
+    .bind(escape(key))
     .bind(Status::Waiting.as_str())
     .fetch_all(pool)
     .await

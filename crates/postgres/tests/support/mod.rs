@@ -89,3 +89,27 @@ pub async fn fresh_dyn() -> (Arc<dyn Store>, SchemaGuard) {
     let (store, guard) = fresh().await;
     (Arc::new(store), guard)
 }
+
+/// Waits until some backend is blocked by the backend `pid`: the point where a concurrent
+/// statement is known to be waiting on a lock the test holds. Polls the server's own view
+/// of its locks; gives up after ten seconds.
+pub async fn wait_until_blocked_by(store: &PgStore, pid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let blocked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+        )
+        .bind(pid)
+        .fetch_one(store.pool())
+        .await
+        .unwrap_or_else(|e| panic!("reading pg_stat_activity failed: {e}"));
+        if blocked > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing blocked on backend {pid} within 10 s"
+        );
+        tokio::task::yield_now().await;
+    }
+}
