@@ -121,6 +121,22 @@ impl PgStore {
     }
 }
 
+/// Drops `schema` and everything in it: the teardown of a scratch schema made by
+/// [`PgStore::connect_in_schema`] (tests, benchmarks). Waits at most 5 s for locks.
+pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Unavailable(format!("invalid database url: {e}")))?;
+    let quoted = migrate::quote_schema(schema)?;
+    let mut conn = PgConnection::connect_with(&options)
+        .await
+        .map_err(store_error)?;
+    // A leftover open transaction in the schema must not hang the teardown.
+    let sql = format!("SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {quoted} CASCADE");
+    let dropped = conn.execute(sqlx::raw_sql(&sql)).await.map_err(store_error);
+    let _ = conn.close().await;
+    dropped.map(|_| ())
+}
+
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")

@@ -74,7 +74,7 @@ async fn unusable_schema_names_are_refused() {
 #[tokio::test]
 async fn schema_names_needing_quotes_work() {
     let schema = format!("{} \"Quoted\"", support::unique_schema());
-    let _guard = support::SchemaGuard(schema.replace('"', "\"\""));
+    let _guard = support::SchemaGuard(schema.clone());
     let store = support::connect(&schema).await;
     let def = order_definition(1);
     let d = start_decision(&def, "q", json!({}), T0, None);

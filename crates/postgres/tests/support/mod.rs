@@ -56,19 +56,9 @@ impl Drop for SchemaGuard {
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            runtime.block_on(async move {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&url())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let sql =
-                    format!("SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-                sqlx::raw_sql(&sql)
-                    .execute(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok::<(), String>(())
-            })
+            runtime
+                .block_on(sagaflow_postgres::drop_schema(&url(), &schema))
+                .map_err(|e| e.to_string())
         })
         .join();
         if let Ok(Err(e)) = dropped {
