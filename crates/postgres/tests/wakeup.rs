@@ -79,8 +79,8 @@ async fn wakeup_survives_losing_the_listener_connection() {
     listening(&a).await;
 
     let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE query LIKE 'LISTEN %' AND query LIKE '%' || $1 || '%'",
+        r#"SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE query = 'LISTEN "sagaflow_wakeup.' || $1 || '"'"#,
     )
     .bind(&guard.0)
     .fetch_all(b.pool())
