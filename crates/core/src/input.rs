@@ -73,9 +73,9 @@ impl Outcome {
     }
 }
 
-/// A participant's reply to one attempt.
+/// A participant's reply to one attempt. (No `deny_unknown_fields` here: serde cannot combine
+/// it with the flattened outcome; the outcome itself refuses unknown fields.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Reply {
     /// Step index in the definition.
     pub step: usize,

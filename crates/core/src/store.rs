@@ -244,7 +244,7 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<TimerRow>, StoreError>;
 
-    /// When the earliest timer is due, if any.
+    /// When the earliest timer can be claimed, if any (for a leased timer: when its lease ends).
     async fn next_timer_at(&self) -> Result<Option<Millis>, StoreError>;
 
     /// Claims up to `limit` outbox rows whose lease expired at `now` (their publisher may have

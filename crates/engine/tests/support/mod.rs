@@ -99,12 +99,13 @@ pub fn shop_participant() -> Participant {
         .fold(Participant::new("shop"), |p, cmd| p.on_tx(cmd, Shop))
 }
 
-/// A participant whose `charge` never answers its first attempt (a plain handler: a hung
-/// handler must not sit inside a database transaction).
+/// A participant whose `charge` answers its first attempt only after a second — long after
+/// the step's timeout (a plain handler: a slow handler must not sit inside a database
+/// transaction).
 pub fn slow_participant() -> Participant {
     Participant::new("slow").on("charge", |call: CommandCall| async move {
         if call.attempt == 1 {
-            std::future::pending::<()>().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         Outcome::ok(serde_json::Value::Null)
     })
