@@ -29,6 +29,9 @@ pub(crate) struct Origin {
     pub body: Vec<u8>,
 }
 
+/// Where a start's answer goes.
+type StartReply = oneshot::Sender<Result<Started, EngineError>>;
+
 /// One unit of work for the decision loop.
 pub(crate) enum Work {
     Start {
@@ -36,7 +39,7 @@ pub(crate) enum Work {
         saga_id: SagaId,
         input: Value,
         idempotency_key: Option<String>,
-        respond: oneshot::Sender<Result<Started, EngineError>>,
+        respond: StartReply,
     },
     Input {
         saga_id: SagaId,
@@ -65,10 +68,7 @@ struct Pending {
     events: Vec<Event>,
     fired: Vec<TimerSlot>,
     inputs: Vec<Applied>,
-    start: Option<(
-        Option<String>,
-        oneshot::Sender<Result<Started, EngineError>>,
-    )>,
+    start: Option<(Option<String>, StartReply)>,
 }
 
 pub(crate) struct Applier {

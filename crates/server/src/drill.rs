@@ -124,24 +124,39 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<()> {
         .start()
         .await?;
     println!("drill started");
-    let starter = {
+    // Starts run 64 at a time, so a crash finds many sagas in every state.
+    let mut starter = Some({
         let engine = engine.clone();
         tokio::spawn(async move {
+            let mut running = tokio::task::JoinSet::new();
             for i in 0..args.sagas as u64 {
-                let req = StartSaga::new("drill", json!({ "i": i }))
-                    .idempotency_key(format!("drill-{i}"));
-                if let Err(e) = engine.start_saga(req).await {
-                    return Err(anyhow::anyhow!("starting drill saga {i}: {e}"));
+                if running.len() >= 64 {
+                    if let Some(done) = running.join_next().await {
+                        done??;
+                    }
                 }
+                let engine = engine.clone();
+                running.spawn(async move {
+                    let req = StartSaga::new("drill", json!({ "i": i }))
+                        .idempotency_key(format!("drill-{i}"));
+                    engine
+                        .start_saga(req)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| anyhow::anyhow!("starting drill saga {i}: {e}"))
+                });
             }
-            Ok(())
+            while let Some(done) = running.join_next().await {
+                done??;
+            }
+            Ok::<(), anyhow::Error>(())
         })
-    };
+    });
     let mut starts_done = false;
     let mut stop = Box::pin(shutdown_signal());
     loop {
-        if !starts_done && starter.is_finished() {
-            starter.await??;
+        if let Some(done) = starter.take_if(|s| s.is_finished()) {
+            done.await??;
             starts_done = true;
             println!("all {} sagas started", args.sagas);
         }
@@ -159,7 +174,9 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<()> {
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             _ = &mut stop => {
                 // Graceful: stop taking work, finish the decisions in hand, then exit.
-                starter.abort();
+                if let Some(s) = starter.take() {
+                    s.abort();
+                }
                 engine.shutdown().await;
                 handle.shutdown().await;
                 println!("drill stopped");

@@ -69,10 +69,13 @@ fn sigkill_at_random_moments_then_every_saga_ends_exactly_once() {
     for round in 0..6 {
         let mut child = drill(&url);
         // Kill after a random number of progress lines: a random moment in the run.
-        let kill_after = rng.usize(1..25);
+        let kill_after = rng.usize(1..40);
         let last = read_until(&mut child, |line, n| {
             line == "drill done" || n >= kill_after
         });
+        eprintln!(
+            "round {round}: stopped reading after {kill_after} progress lines; last {last:?}"
+        );
         if last.as_deref() == Some("drill done") {
             wait_exit(&mut child, Duration::from_secs(30));
             finished = true;
