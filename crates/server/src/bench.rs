@@ -16,10 +16,6 @@ pub struct BenchArgs {
     /// Which store: sqlite or postgres.
     #[arg(long, default_value = "sqlite")]
     pub store: String,
-    /// Database URL. SQLite defaults to a fresh temporary file; PostgreSQL to the local `test`
-    /// database, in a fresh schema dropped afterwards.
-    #[arg(long)]
-    pub database_url: Option<String>,
     /// How many sagas.
     #[arg(long, default_value_t = 10_000)]
     pub sagas: usize,
@@ -52,8 +48,10 @@ fn definition(steps: usize) -> anyhow::Result<Definition> {
     Ok(b.build()?)
 }
 
-/// Runs the bench and prints the result line.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+/// Runs the bench and prints the result line. Without a database URL SQLite uses a fresh
+/// temporary file and PostgreSQL the local `test` database; PostgreSQL always works in a fresh
+/// schema, dropped afterwards.
+pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Result<()> {
     if args.steps == 0 || args.sagas == 0 || args.concurrency == 0 {
         bail!("--sagas, --steps and --concurrency must be at least 1");
     }
@@ -63,7 +61,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.fail_rate
         );
     }
-    let (store, cleanup) = open(&args).await?;
+    let (store, cleanup) = open(&args, database_url).await?;
     let bus = Arc::new(MemoryBus::new());
     let last = args.steps - 1;
     let participant = Participant::new("bench")
@@ -236,9 +234,22 @@ impl Cleanup {
     }
 }
 
-async fn open(args: &BenchArgs) -> anyhow::Result<(Arc<dyn Store>, Cleanup)> {
+async fn open(
+    args: &BenchArgs,
+    database_url: Option<String>,
+) -> anyhow::Result<(Arc<dyn Store>, Cleanup)> {
+    let is_pg = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
+    if let Some(url) = &database_url {
+        if is_pg(url) != (args.store == "postgres") {
+            bail!(
+                "--store {} does not match --database-url {}",
+                args.store,
+                crate::store_url::redact(url)
+            );
+        }
+    }
     match args.store.as_str() {
-        "sqlite" => match &args.database_url {
+        "sqlite" => match &database_url {
             Some(url) => Ok((crate::store_url::open(url).await?, Cleanup::None)),
             None => {
                 let path = std::env::temp_dir().join(format!(
@@ -251,9 +262,7 @@ async fn open(args: &BenchArgs) -> anyhow::Result<(Arc<dyn Store>, Cleanup)> {
             }
         },
         "postgres" => {
-            let url = args
-                .database_url
-                .clone()
+            let url = database_url
                 .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_string());
             let schema = format!(
                 "sagaflow_bench_{}_{}",

@@ -17,9 +17,6 @@ use serde_json::json;
 /// Drill parameters.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DrillArgs {
-    /// Database URL.
-    #[arg(long, env = "SAGAFLOW_DATABASE_URL")]
-    pub database_url: String,
     /// How many sagas.
     #[arg(long, default_value_t = 1000)]
     pub sagas: usize,
@@ -107,8 +104,8 @@ pub fn participant() -> Participant {
 }
 
 /// Runs the drill until every saga has ended.
-pub async fn run(args: DrillArgs) -> anyhow::Result<()> {
-    let store = crate::store_url::open(&args.database_url).await?;
+pub async fn run(args: DrillArgs, database_url: &str) -> anyhow::Result<()> {
+    let store = crate::store_url::open(database_url).await?;
     prepare(&store).await?;
     let bus = Arc::new(MemoryBus::new());
     let handle = participant().start(store.clone(), bus.clone()).await?;

@@ -5,17 +5,16 @@ use clap::{Parser, Subcommand};
 use sagaflow::{bench, demo, drill, saga_cmd};
 
 /// sagaflow: sagas that end honestly — every step done, or every done step undone.
+/// The embedded default: a SQLite file in the working directory.
+const DEFAULT_DATABASE_URL: &str = "sqlite://./sagaflow.db";
+
 #[derive(Debug, Parser)]
 #[command(name = "sagaflow", version, about)]
 struct Cli {
-    /// Database URL: sqlite://PATH (embedded, the default) or postgres://USER@HOST/DB.
-    #[arg(
-        long,
-        global = true,
-        env = "SAGAFLOW_DATABASE_URL",
-        default_value = "sqlite://./sagaflow.db"
-    )]
-    database_url: String,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB [default: sqlite://./sagaflow.db;
+    /// for bench, a fresh temporary database].
+    #[arg(long, global = true, env = "SAGAFLOW_DATABASE_URL")]
+    database_url: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -44,11 +43,16 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let url = cli.database_url;
+    let embedded = || {
+        url.clone()
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string())
+    };
     let result = match cli.command.unwrap_or(Command::Demo) {
-        Command::Demo => demo::run(&cli.database_url).await,
-        Command::Bench(args) => bench::run(args).await,
-        Command::Saga(cmd) => saga_cmd::run(&cli.database_url, cmd).await,
-        Command::Drill(args) => drill::run(args).await,
+        Command::Demo => demo::run(&embedded()).await,
+        Command::Bench(args) => bench::run(args, url.clone()).await,
+        Command::Saga(cmd) => saga_cmd::run(&embedded(), cmd).await,
+        Command::Drill(args) => drill::run(args, &embedded()).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
