@@ -490,3 +490,41 @@ async fn graceful_shutdown_finishes_decisions_taken_and_refuses_new_work() {
     let _ = Arc::clone(&h.dir);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_typed_errors_that_name_what_is_wrong() {
+    let h = Harness::new(vec![order(1)]).await;
+    let err = h
+        .engine
+        .start_saga(StartSaga::new("nope", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "unknown definition nope");
+    let err = h
+        .engine
+        .start_saga(StartSaga::new("order", json!({})).version(9))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "unknown definition order v9");
+    let mut bad = order(2);
+    bad.steps[1].compensation = None;
+    let err = h.engine.register(bad).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("step \"charge\": a compensatable step needs a compensation"),
+        "{err}"
+    );
+    let mut changed = order(1);
+    changed.steps.pop();
+    let err = h.engine.register(changed).unwrap_err();
+    assert!(
+        err.to_string().contains("order v1 is already registered"),
+        "{err}"
+    );
+    let missing = sagaflow_core::SagaId("no-such-saga".into());
+    let err = h.engine.cancel(&missing, "x").await.unwrap_err();
+    assert_eq!(err.to_string(), "saga no-such-saga not found");
+    let err = h.engine.resume(&missing).await.unwrap_err();
+    assert!(matches!(err, EngineError::NotFound(_)));
+    h.stop().await;
+}

@@ -1,0 +1,118 @@
+//! The binary as a person uses it: the demo (`cargo run`), `saga ls`, a small bench, and
+//! clear errors for bad flags.
+
+use std::process::{Command, Output};
+
+fn sagaflow(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+        .args(args)
+        .env_remove("SAGAFLOW_DATABASE_URL")
+        .output()
+        .expect("run sagaflow")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_demo_completes_compensates_and_waits_then_saga_ls_lists_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let out = sagaflow(&["--database-url", &url]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.matches("→ completed").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("→ compensated").count(), 1, "{stdout}");
+    assert!(
+        stdout.contains("charge rejected: card declined for 500"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("reserve_stock compensated"), "{stdout}");
+    assert!(stdout.contains("woken by signal stock_added"), "{stdout}");
+
+    // A second run on the same file works too.
+    assert!(sagaflow(&["demo", "--database-url", &url]).status.success());
+    let ls = sagaflow(&[
+        "saga",
+        "ls",
+        "--database-url",
+        &url,
+        "--status",
+        "compensated",
+    ]);
+    let (stdout, stderr) = text(&ls);
+    assert!(ls.status.success(), "{stderr}");
+    assert_eq!(
+        stdout.lines().count(),
+        3,
+        "header and two compensated sagas:\n{stdout}"
+    );
+
+    let bad = sagaflow(&["saga", "ls", "--database-url", &url, "--status", "stuck"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).1.contains("unknown status \"stuck\""));
+
+    let missing = sagaflow(&["saga", "show", "nope", "--database-url", &url]);
+    assert!(!missing.status.success());
+    assert!(text(&missing).1.contains("saga nope not found"));
+}
+
+#[test]
+fn a_small_bench_prints_one_json_line() {
+    let out = sagaflow(&[
+        "bench",
+        "--store",
+        "sqlite",
+        "--sagas",
+        "300",
+        "--steps",
+        "3",
+        "--concurrency",
+        "32",
+        "--fail-rate",
+        "0.2",
+        "--quiet",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(line["sagas"], 300);
+    let completed = line["completed"].as_u64().unwrap();
+    let compensated = line["compensated"].as_u64().unwrap();
+    assert_eq!(completed + compensated, 300);
+    assert!(
+        compensated > 20 && compensated < 100,
+        "about 20 % compensate: {compensated}"
+    );
+    assert_eq!(line["failed"], 0);
+    for key in ["sagas_per_sec", "p50_ms", "p95_ms", "p99_ms"] {
+        assert!(line[key].as_f64().unwrap() > 0.0, "{key}: {line}");
+    }
+}
+
+#[test]
+fn bad_bench_flags_say_what_is_wrong() {
+    let out = sagaflow(&["bench", "--store", "mysql", "--sagas", "1"]);
+    assert!(text(&out).1.contains("--store must be sqlite or postgres"));
+    let out = sagaflow(&["bench", "--fail-rate", "2", "--sagas", "1"]);
+    assert!(text(&out).1.contains("--fail-rate must be between 0 and 1"));
+    let out = sagaflow(&[
+        "bench",
+        "--store",
+        "postgres",
+        "--database-url",
+        "sqlite://x.db",
+        "--sagas",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("does not match --database-url"),
+        "{:?}",
+        text(&out)
+    );
+}
