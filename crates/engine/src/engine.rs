@@ -41,7 +41,7 @@ impl Default for EngineConfig {
             owner: format!("engine-{}", uuid::Uuid::new_v4().simple()),
             batch_max: 1024,
             redeliver_after_ms: 10_000,
-            timer_lease_ms: 30_000,
+            timer_lease_ms: 10_000,
             poll_ms: 1_000,
             queue_capacity: 65_536,
         }

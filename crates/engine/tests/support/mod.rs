@@ -179,6 +179,7 @@ pub struct Harness {
 pub fn fast_config() -> EngineConfig {
     EngineConfig {
         redeliver_after_ms: 500,
+        timer_lease_ms: 500,
         poll_ms: 100,
         ..EngineConfig::default()
     }
