@@ -11,7 +11,7 @@ use sagaflow_core::decide::decide_with_state;
 use sagaflow_core::{
     command_topic, effects, start, CommandPayload, CommitOutcome, DecideContext, Decision,
     Definition, Envelope, Event, Input, JournalEntry, MessageKind, OutboxRow, Refusal, SagaId,
-    SagaState, Status, TimerChange, TimerSlot,
+    SagaState, Status, StoreError, TimerChange, TimerSlot,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -21,6 +21,8 @@ use crate::error::EngineError;
 
 /// How many times an input is decided again after version conflicts before giving up.
 const MAX_CONFLICT_RETRIES: u8 = 16;
+/// Cached saga states kept between batches before the cache starts over.
+const CACHE_MAX: usize = 200_000;
 
 /// Where a message-borne input came from, so it can be dead-lettered with a reason.
 #[derive(Debug, Clone)]
@@ -138,10 +140,10 @@ impl Applier {
             now,
             random: fastrand::f64(),
         };
-        self.load_missing(&batch).await;
-        if self.cache.len() > 200_000 {
+        if self.cache.len() > CACHE_MAX {
             self.cache.clear();
         }
+        let unavailable = self.load_missing(&batch).await;
 
         let mut order: Vec<SagaId> = Vec::new();
         let mut pending: HashMap<SagaId, Pending> = HashMap::new();
@@ -177,6 +179,18 @@ impl Applier {
                     respond,
                     retries,
                 } => {
+                    let uncached =
+                        !pending.contains_key(&saga_id) && !self.cache.contains_key(&saga_id);
+                    if let Some(e) = unavailable.as_ref().filter(|_| uncached) {
+                        // Not "not found": the store could not say. A reply comes back with
+                        // its outbox row's redelivery; a caller gets the error.
+                        tracing::warn!(saga = %saga_id, error = %e, "saga could not be loaded");
+                        if let Some(r) = respond {
+                            let _ =
+                                r.send(Err(EngineError::Store(StoreError::Unavailable(e.clone()))));
+                        }
+                        continue;
+                    }
                     if !pending.contains_key(&saga_id) {
                         let Some(state) = self.cache.get(&saga_id).cloned() else {
                             let reason = format!("saga {saga_id} not found");
@@ -325,12 +339,17 @@ impl Applier {
         self.shared.notify_ends(&ends);
     }
 
-    /// Loads the states of sagas this batch needs that the cache lacks.
-    async fn load_missing(&mut self, batch: &[Work]) {
+    /// Loads the states this batch needs: those the cache lacks, and those of requests from
+    /// callers, which are always read afresh — a refusal writes nothing, so a state cached
+    /// while another engine moved the saga on would never be corrected by a version check.
+    /// Returns the error when the store could not be read.
+    async fn load_missing(&mut self, batch: &[Work]) -> Option<String> {
         let mut missing: Vec<SagaId> = batch
             .iter()
             .filter_map(|w| match w {
-                Work::Input { saga_id, .. } if !self.cache.contains_key(saga_id) => {
+                Work::Input {
+                    saga_id, respond, ..
+                } if respond.is_some() || !self.cache.contains_key(saga_id) => {
                     Some(saga_id.clone())
                 }
                 _ => None,
@@ -339,15 +358,24 @@ impl Applier {
         missing.sort();
         missing.dedup();
         if missing.is_empty() {
-            return;
+            return None;
         }
         match self.shared.store.load(&missing).await {
             Ok(states) => {
+                for id in &missing {
+                    self.cache.remove(id);
+                }
                 for s in states {
                     self.cache.insert(s.saga_id.clone(), s);
                 }
+                None
             }
-            Err(e) => tracing::warn!(error = %e, "loading sagas failed"),
+            Err(e) => {
+                for id in &missing {
+                    self.cache.remove(id);
+                }
+                Some(e.to_string())
+            }
         }
     }
 
@@ -500,7 +528,7 @@ fn answer(p: Pending, duplicate_of: Option<SagaId>) {
 }
 
 fn fail(p: Pending, error: &str) {
-    let err = || EngineError::Store(sagaflow_core::StoreError::Unavailable(error.to_string()));
+    let err = || EngineError::Store(StoreError::Unavailable(error.to_string()));
     if let Some((_, respond)) = p.start {
         let _ = respond.send(Err(err()));
     }

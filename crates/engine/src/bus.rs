@@ -26,6 +26,10 @@ impl Queue {
     }
 }
 
+/// Messages kept for a topic nobody consumes yet; older ones are dropped past this (the
+/// outbox publishes unanswered commands again, so nothing is lost for good).
+const UNCLAIMED_MAX: usize = 10_000;
+
 #[derive(Default)]
 struct Topic {
     groups: HashMap<String, Arc<Queue>>,
@@ -66,7 +70,14 @@ impl Transport for MemoryBus {
     async fn publish(&self, topic: &str, body: Vec<u8>) -> Result<(), TransportError> {
         let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
         let entry = topics.entry(topic.to_string()).or_default();
+        // A group whose every subscription is gone holds only the map's reference: drop it
+        // rather than queue for nobody.
+        entry.groups.retain(|_, queue| Arc::strong_count(queue) > 1);
         if entry.groups.is_empty() {
+            if entry.unclaimed.len() >= UNCLAIMED_MAX {
+                entry.unclaimed.pop_front();
+                tracing::warn!(topic, "no consumer; dropping the oldest unclaimed message");
+            }
             entry.unclaimed.push_back(body);
             return Ok(());
         }

@@ -33,6 +33,9 @@ pub struct EngineConfig {
     pub poll_ms: u64,
     /// Inputs waiting for the decision loop before senders wait (backpressure).
     pub queue_capacity: usize,
+    /// Claim due timers and unanswered outbox rows. Off for a short-lived engine (a command
+    /// line repair) that must not take leases from the engine serving the participants.
+    pub claims: bool,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +47,7 @@ impl Default for EngineConfig {
             timer_lease_ms: 10_000,
             poll_ms: 1_000,
             queue_capacity: 65_536,
+            claims: true,
         }
     }
 }
@@ -230,11 +234,13 @@ impl EngineBuilder {
             publish_rx,
             stop_rx.clone(),
         )));
-        tasks.push(tokio::spawn(crate::timer::run(
-            shared.clone(),
-            work_tx.clone(),
-            stop_rx.clone(),
-        )));
+        if shared.config.claims {
+            tasks.push(tokio::spawn(crate::timer::run(
+                shared.clone(),
+                work_tx.clone(),
+                stop_rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(crate::reply::consume(
             shared.clone(),
             replies,

@@ -32,7 +32,7 @@ pub(crate) async fn relay(
                 // The decision loop has stopped: everything it committed is published.
                 None => return,
             },
-            _ = tokio::time::sleep_until(next_claim), if !stopping => {
+            _ = tokio::time::sleep_until(next_claim), if !stopping && shared.config.claims => {
                 claim(&shared).await;
                 next_claim = tokio::time::Instant::now() + interval;
             }

@@ -325,7 +325,8 @@ impl Ctx {
                 delivery.ack().await
             }
             Err(e) => {
-                tracing::error!(error = %e, "could not keep a dead letter; leaving the command for redelivery");
+                // The command's outbox row brings it back when its lease ends.
+                tracing::error!(error = %e, "could not keep a dead letter; the outbox will send the command again");
                 delivery.ack().await
             }
         }

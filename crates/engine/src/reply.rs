@@ -84,6 +84,8 @@ pub(crate) async fn consume(
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "could not keep a dead letter; redelivering");
+                        // The store is down: do not spin on the same message.
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                         delivery.nack().await
                     }
                 }

@@ -528,3 +528,33 @@ async fn bad_requests_are_typed_errors_that_name_what_is_wrong() {
     assert!(matches!(err, EngineError::NotFound(_)));
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_decided_on_fresh_state_even_when_another_engine_moved_the_saga() {
+    // Engine B (with the shop participant) and engine A (without) share one database file.
+    let b = Harness::new(vec![order(1)]).await;
+    let a_store = support::open_store(&b.dir).await;
+    let a = sagaflow_engine::Engine::builder(a_store, Arc::new(sagaflow_engine::MemoryBus::new()))
+        .register(order(1))
+        .config(support::fast_config())
+        .start()
+        .await
+        .unwrap();
+    // A starts the saga and caches it as Running; nobody on A's bus answers, so B's relay
+    // takes the command over when its lease ends, B's participant parks it, B commits Waiting.
+    let id = a
+        .start_saga(StartSaga::new("order", json!({"park": "reserve"})))
+        .await
+        .unwrap()
+        .saga_id;
+    b.wait_status(&id, Status::Waiting).await;
+    // A's cached copy still says Running; the signal must be decided on what is stored.
+    let woken = a
+        .signal(SignalTarget::Saga(id.clone()), "go", json!({"go": true}))
+        .await
+        .expect("a waiting saga accepts the signal");
+    assert_eq!(woken, vec![id.clone()]);
+    b.wait_status(&id, Status::Completed).await;
+    a.shutdown().await;
+    b.stop().await;
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use sagaflow_core::{SagaFilter, SagaId, Status};
-use sagaflow_engine::{Engine, MemoryBus};
+use sagaflow_engine::{Engine, EngineConfig, MemoryBus};
 
 /// Saga commands.
 #[derive(Debug, clap::Subcommand)]
@@ -26,7 +26,8 @@ pub enum SagaCommand {
         /// The saga id.
         id: String,
     },
-    /// Compensate what a saga did (refused after its pivot).
+    /// Compensate what a saga did (refused after its pivot). The compensations run in the
+    /// engine that serves the participants.
     Cancel {
         /// The saga id.
         id: String,
@@ -45,7 +46,14 @@ pub enum SagaCommand {
 pub async fn run(url: &str, cmd: SagaCommand) -> anyhow::Result<()> {
     let store = crate::store_url::open(url).await?;
     // The binary's built-in definitions; sagas of others are listed but not driven here.
+    // The decision is committed here; the commands it sends are left to the engine that
+    // serves the participants: this one claims nothing, and its outbox leases end at once.
     let engine = Engine::builder(store.clone(), Arc::new(MemoryBus::new()))
+        .config(EngineConfig {
+            claims: false,
+            redeliver_after_ms: 0,
+            ..EngineConfig::default()
+        })
         .register(crate::demo::order_definition())
         .register(crate::drill::definition());
     let engine = match &cmd {
