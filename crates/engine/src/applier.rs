@@ -107,8 +107,8 @@ impl Applier {
                 }
             }
             if batch.is_empty() {
-                if self.shared.stopping.load(Ordering::Acquire) {
-                    // Finish what was already queued, then stop.
+                if self.shared.draining.load(Ordering::Acquire) {
+                    // Nothing feeds the queue any more: finish what is in it, then stop.
                     match self.rx.try_recv() {
                         Ok(w) => batch.push(w),
                         Err(_) => return,

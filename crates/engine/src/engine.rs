@@ -133,6 +133,8 @@ pub(crate) struct Shared {
     pub next_timer_wake: AtomicI64,
     pub end_watchers: Mutex<Vec<mpsc::UnboundedSender<SagaEnd>>>,
     pub stopping: AtomicBool,
+    /// Set once nothing feeds the decision loop any more: it empties its queue and stops.
+    pub draining: AtomicBool,
 }
 
 impl Shared {
@@ -220,33 +222,36 @@ impl EngineBuilder {
             next_timer_wake: AtomicI64::new(i64::MAX),
             end_watchers: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
         });
         let (work_tx, work_rx) = mpsc::channel(shared.config.queue_capacity.max(16));
         let (publish_tx, publish_rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
         let replies = crate::reply::subscribe(&shared).await?;
-        tasks.push(tokio::spawn(
-            Applier::new(shared.clone(), work_rx, publish_tx).run(),
-        ));
-        tasks.push(tokio::spawn(crate::outbox::relay(
+        let applier = tokio::spawn(Applier::new(shared.clone(), work_rx, publish_tx).run());
+        let relay = tokio::spawn(crate::outbox::relay(
             shared.clone(),
             publish_rx,
             stop_rx.clone(),
-        )));
-        if shared.config.claims {
-            tasks.push(tokio::spawn(crate::timer::run(
-                shared.clone(),
-                work_tx.clone(),
-                stop_rx.clone(),
-            )));
-        }
-        tasks.push(tokio::spawn(crate::reply::consume(
+        ));
+        let mut inputs = vec![tokio::spawn(crate::reply::consume(
             shared.clone(),
             replies,
             work_tx.clone(),
-            stop_rx,
-        )));
+            stop_rx.clone(),
+        ))];
+        if shared.config.claims {
+            inputs.push(tokio::spawn(crate::timer::run(
+                shared.clone(),
+                work_tx.clone(),
+                stop_rx,
+            )));
+        }
+        let tasks = Tasks {
+            inputs,
+            applier: Some(applier),
+            relay: Some(relay),
+        };
         Ok(Engine {
             shared,
             work_tx,
@@ -262,7 +267,25 @@ pub struct Engine {
     shared: Arc<Shared>,
     work_tx: mpsc::Sender<Work>,
     stop_tx: watch::Sender<bool>,
-    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    tasks: Arc<Mutex<Tasks>>,
+}
+
+/// The engine's loops, stopped in order: first what feeds the decision loop, then the
+/// decision loop once its queue is empty, then the relay once it published what was committed.
+struct Tasks {
+    inputs: Vec<JoinHandle<()>>,
+    applier: Option<JoinHandle<()>>,
+    relay: Option<JoinHandle<()>>,
+}
+
+impl Tasks {
+    fn take(&mut self) -> Tasks {
+        Tasks {
+            inputs: std::mem::take(&mut self.inputs),
+            applier: self.applier.take(),
+            relay: self.relay.take(),
+        }
+    }
 }
 
 impl Engine {
@@ -450,9 +473,12 @@ impl Engine {
     pub async fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::Release);
         let _ = self.stop_tx.send(true);
-        let tasks: Vec<_> =
-            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        for task in tasks {
+        let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner()).take();
+        for task in tasks.inputs {
+            let _ = task.await;
+        }
+        self.shared.draining.store(true, Ordering::Release);
+        for task in [tasks.applier, tasks.relay].into_iter().flatten() {
             let _ = task.await;
         }
     }
@@ -460,11 +486,12 @@ impl Engine {
     /// Stops at once without finishing anything, as a crash would (for tests).
     pub fn abort(&self) {
         self.shared.stopping.store(true, Ordering::Release);
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
+        let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner()).take();
+        for task in tasks
+            .inputs
+            .into_iter()
+            .chain(tasks.applier)
+            .chain(tasks.relay)
         {
             task.abort();
         }
