@@ -121,23 +121,16 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
     let mut early_ends: HashMap<sagaflow_core::SagaId, (Status, Instant)> = HashMap::new();
     let mut finished = 0usize;
     while finished < args.sagas {
-        tokio::select! {
+        // A saga is done when both its start's answer and its end have arrived, in either order.
+        let done: Option<(Status, Duration)> = tokio::select! {
             started = start_rx.recv() => {
                 let Some((result, t)) = started else { break };
                 let started = result.context("starting a saga")?;
                 match early_ends.remove(&started.saga_id) {
-                    Some((status, end)) => {
-                        latencies.push(end - t);
-                        count(status, &mut completed, &mut compensated, &mut failed);
-                        finished += 1;
-                        bar.inc(1);
-                        if launched < args.sagas {
-                            launch(&engine, rng.f64() < args.fail_rate);
-                            launched += 1;
-                        }
-                    }
+                    Some((status, end)) => Some((status, end - t)),
                     None => {
                         started_at.insert(started.saga_id, t);
+                        None
                     }
                 }
             }
@@ -145,25 +138,27 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
                 let Some(end) = end else { break };
                 let now = Instant::now();
                 match started_at.remove(&end.saga_id) {
-                    Some(t) => {
-                        latencies.push(now - t);
-                        count(end.status, &mut completed, &mut compensated, &mut failed);
-                        finished += 1;
-                        bar.inc(1);
-                        if launched < args.sagas {
-                            launch(&engine, rng.f64() < args.fail_rate);
-                            launched += 1;
-                        }
-                    }
-                    // The end overtook the start's answer.
+                    Some(t) => Some((end.status, now - t)),
                     None => {
                         early_ends.insert(end.saga_id, (end.status, now));
+                        None
                     }
                 }
             }
             _ = tokio::time::sleep(Duration::from_secs(60)) => {
                 bail!("no saga ended for 60 s ({finished} of {} ended)", args.sagas);
             }
+        };
+        let Some((status, latency)) = done else {
+            continue;
+        };
+        latencies.push(latency);
+        count(status, &mut completed, &mut compensated, &mut failed);
+        finished += 1;
+        bar.inc(1);
+        if launched < args.sagas {
+            launch(&engine, rng.f64() < args.fail_rate);
+            launched += 1;
         }
     }
     let elapsed = begin.elapsed();
