@@ -558,3 +558,61 @@ async fn a_request_is_decided_on_fresh_state_even_when_another_engine_moved_the_
     a.shutdown().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_park_timeout_fires_from_the_timer_table_and_compensates() {
+    let h = Harness::new(vec![order(1)]).await;
+    let id = h
+        .engine
+        .start_saga(StartSaga::new(
+            "order",
+            json!({"park": "charge", "park_timeout_ms": 150}),
+        ))
+        .await
+        .unwrap()
+        .saga_id;
+    let s = h.wait_status(&id, Status::Compensated).await;
+    assert_eq!(s.reason.as_deref(), Some("step charge waited too long"));
+    let journal = h.engine.journal(&id).await.unwrap();
+    assert!(journal
+        .iter()
+        .any(|e| matches!(e.event, Event::ParkTimedOut { step: 1 })));
+    assert_eq!(
+        effects_of(&h.store, &id).await,
+        pairs(&[("reserve", "action"), ("reserve", "compensation")])
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_a_waiting_saga_attempts_its_step_again_now() {
+    let h = Harness::new(vec![order(1)]).await;
+    let id = h
+        .engine
+        .start_saga(StartSaga::new("order", json!({"park": "charge"})))
+        .await
+        .unwrap()
+        .saga_id;
+    h.wait_status(&id, Status::Waiting).await;
+    let s = h.engine.resume(&id).await.unwrap();
+    assert_eq!(s.status, Status::Running);
+    // The participant still cannot proceed, so the second attempt parks again.
+    let s = h
+        .wait(&id, "parked again", |s| {
+            s.status == Status::Waiting && s.steps[1].attempts == 2
+        })
+        .await;
+    assert_eq!(s.steps[1].attempts, 2);
+    let journal = h.engine.journal(&id).await.unwrap();
+    assert!(journal.iter().any(|e| matches!(e.event, Event::Resumed)));
+    assert!(journal.iter().any(|e| matches!(
+        e.event,
+        Event::AttemptDispatched {
+            step: 1,
+            attempt: 2,
+            phase: Phase::Action,
+            ..
+        }
+    )));
+    h.stop().await;
+}

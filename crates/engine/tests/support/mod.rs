@@ -34,7 +34,8 @@ pub fn order(version: u32) -> Definition {
 }
 
 /// The shop participant. The saga input says what to do:
-/// `reject`: step name to reject; `park`: step name that parks until signal `go`;
+/// `reject`: step name to reject; `park`: step name that parks until signal `go` (for at
+/// most `park_timeout_ms` when given);
 /// `fail`: `{step: n}` fail the first n attempts. Compensations fail while the
 /// `refund_broken` row is set.
 pub struct Shop;
@@ -53,7 +54,10 @@ impl TxHandler for Shop {
                 return Ok(Outcome::rejected(format!("{step} says no")));
             }
             if ctx["park"].as_str() == Some(step) && ctx["go"].is_null() {
-                return Ok(Outcome::park("go"));
+                return Ok(Outcome::Park {
+                    until: Some("go".into()),
+                    timeout_ms: ctx["park_timeout_ms"].as_u64(),
+                });
             }
             if let Some(n) = ctx["fail"][step].as_u64() {
                 if u64::from(call.attempt) <= n {
