@@ -76,11 +76,32 @@ pub enum Refusal {
     },
 }
 
+/// Where a saga's start came from: carried in every message of the saga, so a participant's
+/// work joins the request's trace and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartMeta {
+    /// The request id (`X-Request-ID`).
+    pub request_id: Option<String>,
+    /// The W3C `traceparent`.
+    pub traceparent: Option<String>,
+}
+
 /// The events that start a saga: `Started`, then whatever follows (the first dispatch).
 pub fn start(
     def: &Definition,
     saga_id: SagaId,
     input: Value,
+    ctx: DecideContext,
+) -> (Vec<Event>, SagaState) {
+    start_with(def, saga_id, input, StartMeta::default(), ctx)
+}
+
+/// Like [`start`], recording where the start came from.
+pub fn start_with(
+    def: &Definition,
+    saga_id: SagaId,
+    input: Value,
+    meta: StartMeta,
     ctx: DecideContext,
 ) -> (Vec<Event>, SagaState) {
     let correlation_key = def
@@ -102,6 +123,8 @@ pub fn start(
         deadline_at: def
             .deadline_ms
             .map(|ms| ctx.now.saturating_add(ms as Millis)),
+        request_id: meta.request_id,
+        traceparent: meta.traceparent,
     });
     d.advance(false);
     (d.events, d.state)

@@ -53,6 +53,12 @@ pub enum Event {
         correlation_key: Option<String>,
         /// When the saga deadline falls, if the definition has one.
         deadline_at: Option<Millis>,
+        /// The request that started the saga (carried in every message of the saga).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+        /// The W3C trace context of that request (carried in every message of the saga).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
     },
     /// A command was sent (it is in the outbox, committed with this event).
     AttemptDispatched {

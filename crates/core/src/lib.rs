@@ -9,6 +9,7 @@ pub mod definition;
 pub mod effects;
 pub mod event;
 pub mod guard;
+pub mod history;
 pub mod input;
 pub mod message;
 pub mod retry;
@@ -17,11 +18,12 @@ pub mod store;
 pub mod transport;
 
 pub use clock::{Clock, Millis};
-pub use decide::{decide, decide_with_state, start, DecideContext, Refusal};
+pub use decide::{decide, decide_with_state, start, start_with, DecideContext, Refusal, StartMeta};
 pub use definition::{Command, Definition, DefinitionError, Step, StepKind};
 pub use effects::{effects, idempotency_key, Dispatch, Effects, TimerChange, TimerSlot};
 pub use event::{EndStatus, Event, JournalEntry, Phase};
 pub use guard::{Condition, Guard, GuardOtherwise};
+pub use history::{history, AttemptRecord, AttemptStatus};
 pub use input::{Input, Outcome, Reply, TimerKind};
 pub use message::{command_topic, CommandPayload, Envelope, MessageKind, REPLY_TOPIC};
 pub use retry::RetryPolicy;
@@ -29,7 +31,7 @@ pub use state::{
     evolve, fold, Failure, InFlight, SagaId, SagaState, Status, StepRecord, StepState,
 };
 pub use store::{
-    CommitOutcome, DeadLetter, Decision, OutboxRow, ParticipantTx, SagaFilter, SqlValue, Store,
-    StoreError, TimerRow,
+    check_same_definition, definition_json, parse_stored_definition, CommitOutcome, DeadLetter,
+    Decision, OutboxRow, ParticipantTx, SagaFilter, SqlValue, Store, StoreError, TimerRow,
 };
 pub use transport::{Acker, Delivery, Subscription, Transport, TransportError};

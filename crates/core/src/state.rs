@@ -232,6 +232,12 @@ pub struct SagaState {
     pub updated_at: Millis,
     /// When it ended.
     pub ended_at: Option<Millis>,
+    /// The request that started it.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// The trace context of that request.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 impl SagaState {
@@ -257,6 +263,8 @@ impl SagaState {
             created_at: at,
             updated_at: at,
             ended_at: None,
+            request_id: None,
+            traceparent: None,
         }
     }
 
@@ -304,7 +312,11 @@ pub fn evolve(mut s: SagaState, def: &Definition, event: &Event, at: Millis) -> 
             input,
             correlation_key,
             deadline_at,
+            request_id,
+            traceparent,
         } => {
+            s.request_id = request_id.clone();
+            s.traceparent = traceparent.clone();
             s.definition = definition.clone();
             s.version = *version;
             s.context = if input.is_object() {

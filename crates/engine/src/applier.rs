@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use sagaflow_core::decide::decide_with_state;
 use sagaflow_core::{
-    command_topic, effects, start, CommandPayload, CommitOutcome, DecideContext, Decision,
+    command_topic, effects, start_with, CommandPayload, CommitOutcome, DecideContext, Decision,
     Definition, Envelope, Event, Input, JournalEntry, MessageKind, OutboxRow, Refusal, SagaId,
-    SagaState, Status, StoreError, TimerChange, TimerSlot,
+    SagaState, StartMeta, Status, StoreError, TimerChange, TimerSlot,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -41,6 +41,7 @@ pub(crate) enum Work {
         saga_id: SagaId,
         input: Value,
         idempotency_key: Option<String>,
+        meta: StartMeta,
         respond: StartReply,
     },
     Input {
@@ -154,9 +155,10 @@ impl Applier {
                     saga_id,
                     input,
                     idempotency_key,
+                    meta,
                     respond,
                 } => {
-                    let (events, state) = start(&def, saga_id.clone(), input, ctx());
+                    let (events, state) = start_with(&def, saga_id.clone(), input, meta, ctx());
                     order.push(saga_id.clone());
                     pending.insert(
                         saga_id,
@@ -426,8 +428,8 @@ impl Applier {
                     causation_id: None,
                     step: Some(d.step_name),
                     attempt: Some(d.attempt),
-                    traceparent: None,
-                    request_id: None,
+                    traceparent: s.traceparent.clone(),
+                    request_id: s.request_id.clone(),
                     payload: serde_json::to_value(&payload).unwrap_or(Value::Null),
                 };
                 OutboxRow {

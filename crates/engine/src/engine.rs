@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sagaflow_core::{
-    Clock, Definition, Input, JournalEntry, Millis, SagaFilter, SagaId, SagaState, Status, Store,
-    Transport,
+    Clock, Definition, Input, JournalEntry, Millis, SagaFilter, SagaId, SagaState, StartMeta,
+    Status, Store, Transport,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -63,6 +63,8 @@ pub struct StartSaga {
     pub input: Value,
     /// Same key → same saga, no second one.
     pub idempotency_key: Option<String>,
+    /// The request id and trace context carried in every message of the saga.
+    pub meta: StartMeta,
 }
 
 impl StartSaga {
@@ -73,6 +75,7 @@ impl StartSaga {
             version: None,
             input,
             idempotency_key: None,
+            meta: StartMeta::default(),
         }
     }
 
@@ -85,6 +88,18 @@ impl StartSaga {
     /// Pins the definition version.
     pub fn version(mut self, version: u32) -> Self {
         self.version = Some(version);
+        self
+    }
+
+    /// Sets the request id carried in every message of the saga.
+    pub fn request_id(mut self, id: impl Into<String>) -> Self {
+        self.meta.request_id = Some(id.into());
+        self
+    }
+
+    /// Sets the W3C trace context carried in every message of the saga.
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.meta.traceparent = Some(traceparent.into());
         self
     }
 }
@@ -374,6 +389,7 @@ impl Engine {
                 saga_id,
                 input: request.input,
                 idempotency_key: request.idempotency_key,
+                meta: request.meta,
                 respond,
             })
             .await??;

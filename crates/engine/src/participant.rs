@@ -41,6 +41,10 @@ pub struct CommandCall {
     pub key: String,
     /// The saga context when the command was sent.
     pub context: Value,
+    /// The request that started the saga, for logs.
+    pub request_id: Option<String>,
+    /// The W3C trace context of that request: continue the trace from it.
+    pub traceparent: Option<String>,
 }
 
 /// A handler that runs in the participant's own transaction.
@@ -207,6 +211,8 @@ impl Ctx {
             phase: payload.phase,
             key: payload.key.clone(),
             context: payload.context.clone(),
+            request_id: env.request_id.clone(),
+            traceparent: env.traceparent.clone(),
         };
         let reply = match self.handlers.get(&payload.command).cloned() {
             None => Some(reply_envelope(

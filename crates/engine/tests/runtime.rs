@@ -616,3 +616,43 @@ async fn resuming_a_waiting_saga_attempts_its_step_again_now() {
     )));
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_id_and_trace_context_travel_in_every_message_of_the_saga() {
+    let h = Harness::new(vec![order(1)]).await;
+    let mut commands =
+        sagaflow_core::Transport::subscribe(&*h.bus, "sagaflow.commands.shop", "spy")
+            .await
+            .unwrap();
+    let mut replies = sagaflow_core::Transport::subscribe(&*h.bus, REPLY_TOPIC, "spy")
+        .await
+        .unwrap();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let id = h
+        .engine
+        .start_saga(
+            StartSaga::new("order", json!({"reject": "ship"}))
+                .request_id("req-42")
+                .traceparent(traceparent),
+        )
+        .await
+        .unwrap()
+        .saga_id;
+    h.wait_status(&id, Status::Compensated).await;
+    // reserve, charge, ship, then the two compensations: five commands and five replies.
+    for (name, sub) in [("command", &mut commands), ("reply", &mut replies)] {
+        for _ in 0..5 {
+            let env = Envelope::from_bytes(&sub.next().await.unwrap().body).unwrap();
+            assert_eq!(env.saga_id.as_deref(), Some(id.0.as_str()));
+            assert_eq!(env.request_id.as_deref(), Some("req-42"), "{name} {env:?}");
+            assert_eq!(
+                env.traceparent.as_deref(),
+                Some(traceparent),
+                "{name} {env:?}"
+            );
+        }
+    }
+    let s = h.engine.saga(&id).await.unwrap().unwrap();
+    assert_eq!(s.request_id.as_deref(), Some("req-42"));
+    h.stop().await;
+}
