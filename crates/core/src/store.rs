@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::clock::Millis;
+use crate::definition::Definition;
 use crate::effects::{TimerChange, TimerSlot};
 use crate::event::JournalEntry;
 use crate::input::TimerKind;
@@ -23,6 +24,73 @@ pub enum StoreError {
     /// A participant's SQL was refused.
     #[error("query failed: {0}")]
     Query(String),
+    /// The caller's input was refused and nothing was written (a definition that clashes
+    /// with the one stored under its name and version, …). Trying again the same way fails
+    /// the same way; the message says what to change.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A definition as stores keep it: validated, then serialised to JSON.
+///
+/// Validated here rather than trusted, because every engine sharing the database loads what
+/// is stored when it starts: a definition that cannot run must be refused to the caller who
+/// registers it, not to every later restart.
+pub fn definition_json(def: &Definition) -> Result<String, StoreError> {
+    def.validate()
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    serde_json::to_string(def).map_err(|e| {
+        StoreError::Invalid(format!(
+            "definition {} v{} cannot be serialised: {e}",
+            def.name, def.version
+        ))
+    })
+}
+
+/// Reads back the definition stored under `(name, version)`; a body that no longer parses,
+/// or that names another definition than its row, is corrupt.
+pub fn parse_stored_definition(
+    name: &str,
+    version: i64,
+    body: &str,
+) -> Result<Definition, StoreError> {
+    let def: Definition = serde_json::from_str(body).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "stored definition {name} v{version} is unreadable: {e}"
+        ))
+    })?;
+    if def.name != name || i64::from(def.version) != version {
+        return Err(StoreError::Corrupt(format!(
+            "the definition stored as {name} v{version} says it is {} v{}",
+            def.name, def.version
+        )));
+    }
+    Ok(def)
+}
+
+/// Decides a save that found `(name, version)` already stored: the same definition is a
+/// no-op, a different one is refused. `new_body` is [`definition_json`] of the definition
+/// being saved.
+///
+/// Compared by parsed value, not text: JSON from another build may order or space fields
+/// differently and still be the same definition. Both sides are parsed from JSON so that a
+/// float is compared as it will be read back, not as it was before serialising.
+pub fn check_same_definition(
+    name: &str,
+    version: i64,
+    new_body: &str,
+    stored_body: &str,
+) -> Result<(), StoreError> {
+    let stored = parse_stored_definition(name, version, stored_body)?;
+    let new = parse_stored_definition(name, version, new_body)?;
+    if stored == new {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "definition {name} v{version} is already stored with different steps: \
+             register a new version instead"
+        )))
+    }
 }
 
 /// Everything one decision writes, atomically.
@@ -273,6 +341,17 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a dead letter and returns it (to replay or discard it).
     async fn take_dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, StoreError>;
 
+    /// Keeps `def` under its `(name, version)`, so it survives restarts and every engine
+    /// sharing the database knows it. Saving an equal definition again is a no-op; a
+    /// different one under a taken name and version is refused with
+    /// [`StoreError::Invalid`] (sagas in flight may run on the stored one), as is one that
+    /// does not validate. Of concurrent saves of one new `(name, version)`, exactly one
+    /// content is stored.
+    async fn save_definition(&self, def: &Definition) -> Result<(), StoreError>;
+
+    /// Every stored definition, ordered by name (bytewise), then version.
+    async fn definitions(&self) -> Result<Vec<Definition>, StoreError>;
+
     /// Begins a participant transaction on this database.
     async fn begin(&self) -> Result<Box<dyn ParticipantTx>, StoreError>;
 
@@ -281,5 +360,64 @@ pub trait Store: Send + Sync + 'static {
     /// itself for its own commits and for due timers.
     async fn wakeup(&self) {
         std::future::pending::<()>().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::Step;
+
+    fn order(retry_attempts: u32) -> Definition {
+        Definition::builder("order", 1)
+            .step(
+                Step::compensatable("reserve", "stock.reserve", "stock.release").retry(
+                    crate::retry::RetryPolicy {
+                        jitter: 0.1,
+                        ..crate::retry::RetryPolicy::attempts(retry_attempts, 100)
+                    },
+                ),
+            )
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn stored_definitions_compare_by_value_not_text() {
+        let def = order(3);
+        let body = definition_json(&def).unwrap();
+        // The same definition written by another serialiser: other field order and spacing.
+        let mut reordered: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let steps = reordered["steps"].take();
+        let other = serde_json::json!({ "steps": steps, "version": 1, "name": "order" });
+        let other = serde_json::to_string_pretty(&other).unwrap();
+        assert_ne!(other, body);
+        check_same_definition("order", 1, &body, &other).unwrap();
+        let changed = definition_json(&order(4)).unwrap();
+        let e = check_same_definition("order", 1, &changed, &body).unwrap_err();
+        assert!(matches!(e, StoreError::Invalid(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "definition order v1 is already stored with different steps: \
+             register a new version instead"
+        );
+    }
+
+    #[test]
+    fn unreadable_or_misfiled_rows_are_corrupt_and_invalid_definitions_are_refused() {
+        let body = definition_json(&order(3)).unwrap();
+        let e = parse_stored_definition("order", 2, &body).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Corrupt(m) if m.contains("order v2")),
+            "{e:?}"
+        );
+        let e = parse_stored_definition("order", 1, "{not json").unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Corrupt(m) if m.contains("order v1")),
+            "{e:?}"
+        );
+        let mut bad = order(3);
+        bad.version = 0;
+        assert!(matches!(definition_json(&bad), Err(StoreError::Invalid(_))));
     }
 }

@@ -5,6 +5,7 @@
 mod claim;
 mod commit;
 mod dead_letter;
+mod definition;
 mod error;
 mod escape;
 mod listen;
@@ -18,8 +19,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sagaflow_core::{
-    CommitOutcome, DeadLetter, Decision, JournalEntry, Millis, OutboxRow, ParticipantTx,
-    SagaFilter, SagaId, SagaState, Store, StoreError, TimerRow,
+    CommitOutcome, DeadLetter, Decision, Definition, JournalEntry, Millis, OutboxRow,
+    ParticipantTx, SagaFilter, SagaId, SagaState, Store, StoreError, TimerRow,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
@@ -216,6 +217,14 @@ impl Store for PgStore {
 
     async fn take_dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {
         dead_letter::take(&self.inner.pool, id).await
+    }
+
+    async fn save_definition(&self, def: &Definition) -> Result<(), StoreError> {
+        definition::save(&self.inner.pool, def).await
+    }
+
+    async fn definitions(&self) -> Result<Vec<Definition>, StoreError> {
+        definition::list(&self.inner.pool).await
     }
 
     async fn begin(&self) -> Result<Box<dyn ParticipantTx>, StoreError> {

@@ -9,8 +9,14 @@ use sqlx::{Connection, Executor, PgConnection};
 use crate::error::store_error;
 
 /// Every migration, in order: (version, name, SQL). Append only; never edit a shipped one.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "definitions",
+        include_str!("../migrations/0002_definitions.sql"),
+    ),
+];
 
 /// PostgreSQL truncates identifiers longer than this (NAMEDATALEN - 1).
 const MAX_IDENTIFIER: usize = 63;

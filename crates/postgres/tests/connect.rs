@@ -27,7 +27,10 @@ async fn processes_starting_together_migrate_once() {
             .fetch_all(stores[0].pool())
             .await
             .expect("reading schema_migrations");
-    assert_eq!(applied, vec![(1, "init".to_string())]);
+    assert_eq!(
+        applied,
+        vec![(1, "init".to_string()), (2, "definitions".to_string())]
+    );
     // Connecting again finds nothing to do and the data in place.
     let def = order_definition(1);
     let d = start_decision(&def, "kept", json!({}), T0, None);
@@ -180,5 +183,25 @@ async fn user_text_with_nul_round_trips() {
             letters[0].reason.as_str()
         ),
         (id, "topic\u{0}", reason)
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_stored_definition_is_corrupt_naming_it() {
+    let (store, _guard) = support::fresh().await;
+    store
+        .save_definition(&order_definition(1))
+        .await
+        .expect("save_definition");
+    // A foreign write (or a body from a sagaflow that knew other fields) must be reported,
+    // not skipped: the engine checks on start that it has every version in flight.
+    sqlx::query("INSERT INTO definitions (name, version, body) VALUES ('order', 2, '{\"name\":')")
+        .execute(store.pool())
+        .await
+        .expect("a foreign write");
+    let e = store.definitions().await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Corrupt(m) if m.contains("order v2")),
+        "{e:?}"
     );
 }

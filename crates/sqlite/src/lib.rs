@@ -3,9 +3,10 @@
 //! - **WAL, `synchronous=NORMAL`**: a returned commit survives the process being killed
 //!   (kill -9, panic, OOM); only an OS crash or power loss may lose the latest commits, and
 //!   never corrupts the file. Readers and the writer do not block each other.
-//! - **One writer**: a dedicated thread owns the write connection. Commits, claims and
-//!   dead-letter writes are sent to it; it runs everything queued at that moment in one
-//!   transaction (group commit) with a savepoint per request, and answers after COMMIT.
+//! - **One writer**: a dedicated thread owns the write connection. Commits, claims,
+//!   dead-letter and definition writes are sent to it; it runs everything queued at that
+//!   moment in one transaction (group commit) with a savepoint per request, and answers
+//!   after COMMIT.
 //! - **Reads** run on pooled connections via `spawn_blocking`, on any tokio runtime.
 //! - **Participant transactions** take a pooled connection in `BEGIN IMMEDIATE`; their SQL
 //!   uses PostgreSQL-style `$1` placeholders, translated here. An open one holds the
@@ -23,6 +24,7 @@ mod claim;
 mod commit;
 mod connection;
 mod dead_letter;
+mod definition;
 mod migrate;
 mod participant;
 mod read;
@@ -35,8 +37,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::Connection;
 use sagaflow_core::{
-    CommitOutcome, DeadLetter, Decision, JournalEntry, Millis, OutboxRow, ParticipantTx,
-    SagaFilter, SagaId, SagaState, Store, StoreError, TimerRow,
+    definition_json, CommitOutcome, DeadLetter, Decision, Definition, JournalEntry, Millis,
+    OutboxRow, ParticipantTx, SagaFilter, SagaId, SagaState, Store, StoreError, TimerRow,
 };
 
 use crate::connection::Pool;
@@ -224,6 +226,19 @@ impl Store for SqliteStore {
         self.writer
             .run(move |w| dead_letter::take(&w.conn, id))
             .await
+    }
+
+    async fn save_definition(&self, def: &Definition) -> Result<(), StoreError> {
+        // Validated and serialised here, off the writer thread that every commit waits on.
+        let body = definition_json(def)?;
+        let def = def.clone();
+        self.writer
+            .run(move |w| definition::save(&w.conn, &def, &body))
+            .await
+    }
+
+    async fn definitions(&self) -> Result<Vec<Definition>, StoreError> {
+        self.read(definition::list).await
     }
 
     async fn begin(&self) -> Result<Box<dyn ParticipantTx>, StoreError> {

@@ -8,7 +8,10 @@ use sagaflow_core::StoreError;
 use crate::connection::db;
 
 /// Every migration, in order: (version, SQL).
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_definitions.sql")),
+];
 
 /// Applies the migrations this database has not had yet.
 ///

@@ -134,7 +134,7 @@ async fn data_survives_reopening_and_migrations_run_once() -> Result<()> {
     let conn = Connection::open(&path)?;
     let migrations: i64 =
         conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))?;
-    assert_eq!(migrations, 1);
+    assert_eq!(migrations, 2);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
     assert_eq!(mode, "wal");
     Ok(())
@@ -229,4 +229,25 @@ async fn the_whole_suite_passes_on_a_multi_thread_runtime() {
         (Arc::new(store) as Arc<dyn Store>, dir)
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_unreadable_stored_definition_is_corrupt_naming_it() -> Result<()> {
+    let (_dir, path) = temp_db()?;
+    let store = SqliteStore::open(&path).await?;
+    store.save_definition(&order_definition(1)).await?;
+    // A foreign write (or a body from a sagaflow that knew other fields) must be reported,
+    // not skipped: the engine checks on start that it has every version in flight.
+    let conn = Connection::open(&path)?;
+    conn.execute(
+        "INSERT INTO definitions (name, version, body) VALUES ('order', 2, '{\"name\":')",
+        [],
+    )?;
+    drop(conn);
+    let e = store.definitions().await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Corrupt(m) if m.contains("order v2")),
+        "{e:?}"
+    );
+    Ok(())
 }

@@ -24,6 +24,7 @@ use sagaflow_core::{
 };
 
 mod commit;
+mod definitions;
 mod participant;
 mod queries;
 mod queues;
@@ -32,6 +33,12 @@ pub use commit::{
     commit_writes_a_new_saga, concurrent_commits_all_land, decisions_in_one_commit_apply_in_order,
     duplicate_saga_id_is_refused, many_decisions_in_one_commit, stale_version_conflicts_alone,
     start_idempotency_key_is_unique,
+};
+pub use definitions::{
+    a_different_definition_under_a_taken_version_is_invalid,
+    concurrent_saves_of_one_version_store_one,
+    definition_versions_are_listed_side_by_side_in_order, definitions_round_trip_exactly,
+    saving_the_same_definition_again_is_a_no_op,
 };
 pub use participant::{
     concurrent_inbox_put_lets_one_commit, dropped_participant_tx_is_abandoned,
@@ -102,6 +109,11 @@ where
         versions_in_flight_counts_unfinished,
         waiting_by_correlation_finds_parked_sagas,
         dead_letters_put_list_take,
+        definitions_round_trip_exactly,
+        saving_the_same_definition_again_is_a_no_op,
+        a_different_definition_under_a_taken_version_is_invalid,
+        definition_versions_are_listed_side_by_side_in_order,
+        concurrent_saves_of_one_version_store_one,
         participant_sql_round_trips_values,
         participant_commit_is_visible_rollback_is_not,
         dropped_participant_tx_is_abandoned,
@@ -132,6 +144,10 @@ macro_rules! store_conformance_tests {
             versions_in_flight_counts_unfinished,
             waiting_by_correlation_finds_parked_sagas,
             dead_letters_put_list_take,
+            definitions_round_trip_exactly,
+            saving_the_same_definition_again_is_a_no_op,
+            a_different_definition_under_a_taken_version_is_invalid,
+            definition_versions_are_listed_side_by_side_in_order,
             participant_sql_round_trips_values,
             participant_commit_is_visible_rollback_is_not,
             dropped_participant_tx_is_abandoned,
@@ -140,7 +156,8 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@multi $make;
             many_decisions_in_one_commit,
             concurrent_commits_all_land,
-            concurrent_inbox_put_lets_one_commit
+            concurrent_inbox_put_lets_one_commit,
+            concurrent_saves_of_one_version_store_one
         );
     };
     (@current $make:expr; $($check:ident),*) => {
