@@ -200,11 +200,7 @@ impl Applier {
                                 .await;
                             continue;
                         };
-                        let def = match self
-                            .shared
-                            .registry
-                            .get(&state.definition, Some(state.version))
-                        {
+                        let def = match self.definition(&state.definition, state.version).await {
                             Ok(def) => def,
                             Err(e) => {
                                 let reason = format!("saga {saga_id}: {e}");
@@ -339,6 +335,21 @@ impl Applier {
             let _ = self.publish.send(to_publish);
         }
         self.shared.notify_ends(&ends);
+    }
+
+    /// The definition a saga runs on. One this engine lacks may have been registered by
+    /// another engine sharing the store since this one started: look there before refusing.
+    async fn definition(&self, name: &str, version: u32) -> Result<Arc<Definition>, EngineError> {
+        let registry = &self.shared.registry;
+        if let Ok(def) = registry.get(name, Some(version)) {
+            return Ok(def);
+        }
+        for def in self.shared.store.definitions().await? {
+            if registry.get(&def.name, Some(def.version)).is_err() {
+                registry.register(def)?;
+            }
+        }
+        registry.get(name, Some(version))
     }
 
     /// Loads the states this batch needs: those the cache lacks, and those of requests from

@@ -174,6 +174,19 @@ impl Shared {
     }
 }
 
+/// Keeps a definition in the store; a different one under the same name and version there is
+/// [`EngineError::DefinitionChanged`].
+async fn save_definition(store: &dyn Store, def: &Definition) -> Result<(), EngineError> {
+    match store.save_definition(def).await {
+        Ok(()) => Ok(()),
+        Err(sagaflow_core::StoreError::Invalid(_)) => Err(EngineError::DefinitionChanged {
+            name: def.name.clone(),
+            version: def.version,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Builds and starts an [`Engine`].
 pub struct EngineBuilder {
     store: Arc<dyn Store>,
@@ -206,7 +219,13 @@ impl EngineBuilder {
     /// Validates the definitions, checks that every saga in flight has its definition version
     /// here, and starts the loops.
     pub async fn start(self) -> Result<Engine, EngineError> {
+        // Definitions in code are validated and kept in the store; the ones other engines
+        // (or earlier runs) registered there are known here too.
         for def in self.pending {
+            let def = self.registry.register(def)?;
+            save_definition(&*self.store, &def).await?;
+        }
+        for def in self.store.definitions().await? {
             self.registry.register(def)?;
         }
         let missing: Vec<String> = self
@@ -321,8 +340,19 @@ impl Engine {
         &self.shared.registry
     }
 
-    /// Registers a definition while running.
-    pub fn register(&self, def: Definition) -> Result<Arc<Definition>, EngineError> {
+    /// Validates a definition and keeps it in the store, so it survives restarts and every
+    /// engine sharing the store can drive its sagas; then registers it here.
+    pub async fn register(&self, def: Definition) -> Result<Arc<Definition>, EngineError> {
+        def.validate()?;
+        if let Ok(existing) = self.shared.registry.get(&def.name, Some(def.version)) {
+            if *existing != def {
+                return Err(EngineError::DefinitionChanged {
+                    name: def.name,
+                    version: def.version,
+                });
+            }
+        }
+        save_definition(&*self.shared.store, &def).await?;
         self.shared.registry.register(def)
     }
 

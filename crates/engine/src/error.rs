@@ -18,7 +18,7 @@ pub enum EngineError {
     #[error(transparent)]
     InvalidDefinition(#[from] DefinitionError),
     /// A different definition is already registered under this name and version.
-    #[error("definition {name} v{version} is already registered with different steps: register a new version instead")]
+    #[error("definition {name} v{version} is already registered (or stored) with different steps: register a new version instead")]
     DefinitionChanged {
         /// Name.
         name: String,

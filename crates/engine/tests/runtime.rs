@@ -405,6 +405,13 @@ async fn an_engine_refuses_to_start_without_a_version_sagas_in_flight_need() {
         .unwrap()
         .saga_id;
     h.wait_status(&id, Status::Waiting).await;
+    // Definitions are kept in the store, so v2 would come from there; take it away, as in a
+    // database whose definitions were lost.
+    let mut tx = h.store.begin().await.unwrap();
+    tx.execute("DELETE FROM definitions WHERE version = $1", &[2i64.into()])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
     let dir = h.stop().await;
     let err = Harness::on(dir.clone(), vec![order(1)])
         .await
@@ -508,7 +515,7 @@ async fn bad_requests_are_typed_errors_that_name_what_is_wrong() {
     assert_eq!(err.to_string(), "unknown definition order v9");
     let mut bad = order(2);
     bad.steps[1].compensation = None;
-    let err = h.engine.register(bad).unwrap_err();
+    let err = h.engine.register(bad).await.unwrap_err();
     assert!(
         err.to_string()
             .contains("step \"charge\": a compensatable step needs a compensation"),
@@ -516,7 +523,7 @@ async fn bad_requests_are_typed_errors_that_name_what_is_wrong() {
     );
     let mut changed = order(1);
     changed.steps.pop();
-    let err = h.engine.register(changed).unwrap_err();
+    let err = h.engine.register(changed).await.unwrap_err();
     assert!(
         err.to_string().contains("order v1 is already registered"),
         "{err}"
@@ -655,4 +662,39 @@ async fn the_request_id_and_trace_context_travel_in_every_message_of_the_saga() 
     let s = h.engine.saga(&id).await.unwrap().unwrap();
     assert_eq!(s.request_id.as_deref(), Some("req-42"));
     h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_registered_at_runtime_survive_a_restart_and_reach_other_engines() {
+    let h = Harness::new(vec![order(1)]).await;
+    // v3 exists only because it was registered while running (as over HTTP, later).
+    h.engine.register(order(3)).await.unwrap();
+    let id = h
+        .engine
+        .start_saga(StartSaga::new("order", json!({"park": "charge"})).version(3))
+        .await
+        .unwrap()
+        .saga_id;
+    h.wait_status(&id, Status::Waiting).await;
+    let dir = h.stop().await;
+    // A new engine with nothing in code still knows v3 from the store and finishes the saga.
+    let h = Harness::on(dir.clone(), vec![])
+        .await
+        .expect("v3 comes from the store");
+    assert!(h.engine.registry().get("order", Some(3)).is_ok());
+    h.engine
+        .signal(SignalTarget::Saga(id.clone()), "go", json!({"go": true}))
+        .await
+        .unwrap();
+    h.wait_status(&id, Status::Completed).await;
+    let dir2 = h.stop().await;
+    // Code that disagrees with the stored v3 is refused, naming it.
+    let mut other = order(3);
+    other.steps.pop();
+    let err = Harness::on(dir2, vec![other]).await.err().expect("refused");
+    assert!(
+        err.to_string().contains("order v3 is already registered"),
+        "{err}"
+    );
+    drop(dir);
 }
