@@ -80,6 +80,9 @@ pub enum Refusal {
 /// work joins the request's trace and logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StartMeta {
+    /// The saga's correlation key, given explicitly; otherwise it is read from the input at
+    /// the definition's `correlation_key` path.
+    pub correlation_id: Option<String>,
     /// The request id (`X-Request-ID`).
     pub request_id: Option<String>,
     /// The W3C `traceparent`.
@@ -104,15 +107,16 @@ pub fn start_with(
     meta: StartMeta,
     ctx: DecideContext,
 ) -> (Vec<Event>, SagaState) {
-    let correlation_key = def
-        .correlation_key
-        .as_deref()
-        .and_then(|path| lookup(&input, path))
-        .and_then(|v| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Null => None,
-            other => Some(other.to_string()),
-        });
+    let correlation_key = meta.correlation_id.clone().or_else(|| {
+        def.correlation_key
+            .as_deref()
+            .and_then(|path| lookup(&input, path))
+            .and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Null => None,
+                other => Some(other.to_string()),
+            })
+    });
     let state = SagaState::empty(saga_id, def.steps.len(), ctx.now);
     let mut d = Decider::new(state, def, ctx);
     d.emit(Event::Started {

@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sagaflow_core::{
-    Clock, Definition, Input, JournalEntry, Millis, SagaFilter, SagaId, SagaState, StartMeta,
-    Status, Store, Transport,
+    Clock, DeadLetter, Definition, Input, JournalEntry, Millis, SagaFilter, SagaId, SagaState,
+    StartMeta, Status, Store, Transport,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -88,6 +88,13 @@ impl StartSaga {
     /// Pins the definition version.
     pub fn version(mut self, version: u32) -> Self {
         self.version = Some(version);
+        self
+    }
+
+    /// Sets the saga's correlation key (otherwise read from the input at the definition's
+    /// `correlation_key` path): signals by correlation key and list filters use it.
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.meta.correlation_id = Some(id.into());
         self
     }
 
@@ -512,6 +519,50 @@ impl Engine {
     /// Sagas matching a filter, newest first.
     pub async fn list(&self, filter: &SagaFilter) -> Result<Vec<SagaState>, EngineError> {
         Ok(self.shared.store.list(filter).await?)
+    }
+
+    /// Dead letters, oldest first.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, EngineError> {
+        Ok(self.shared.store.dead_letters(limit).await?)
+    }
+
+    /// Publishes a dead letter again to the topic it came from and removes it; `None` when
+    /// there is no such dead letter. If publishing fails it is kept.
+    pub async fn replay_dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, EngineError> {
+        let Some(letter) = self.shared.store.take_dead_letter(id).await? else {
+            return Ok(None);
+        };
+        if let Err(e) = self
+            .shared
+            .transport
+            .publish(&letter.topic, letter.body.clone())
+            .await
+        {
+            let now = self.shared.now();
+            self.shared
+                .store
+                .put_dead_letter(
+                    &letter.topic,
+                    &letter.body,
+                    &letter.reason,
+                    letter.attempts,
+                    now,
+                )
+                .await?;
+            return Err(e.into());
+        }
+        Ok(Some(letter))
+    }
+
+    /// Removes a dead letter for good; `None` when there is no such dead letter.
+    pub async fn discard_dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, EngineError> {
+        Ok(self.shared.store.take_dead_letter(id).await?)
+    }
+
+    /// Whether the store answers (for readiness checks).
+    pub async fn ready(&self) -> Result<(), EngineError> {
+        self.shared.store.next_timer_at().await?;
+        Ok(())
     }
 
     /// Stops taking work, finishes the decisions already taken, publishes what they sent,
