@@ -32,6 +32,7 @@ pub use state::{
 };
 pub use store::{
     check_same_definition, definition_json, parse_stored_definition, CommitOutcome, DeadLetter,
-    Decision, OutboxRow, ParticipantTx, SagaFilter, SqlValue, Store, StoreError, TimerRow,
+    Decision, OutboxRow, ParticipantTx, SagaFilter, SqlValue, Store, StoreError, StoreStats,
+    TimerRow,
 };
 pub use transport::{Acker, Delivery, Subscription, Transport, TransportError};

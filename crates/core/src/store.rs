@@ -198,6 +198,21 @@ pub struct DeadLetter {
     pub created_at: Millis,
 }
 
+/// Gauges for metrics, read in one go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Unfinished and finished sagas by definition name and status.
+    pub sagas: Vec<(String, Status, u64)>,
+    /// How long the oldest outbox row whose lease has expired has been due (ms, 0 if none).
+    pub outbox_lag_ms: i64,
+    /// Outbox rows in all.
+    pub outbox_rows: u64,
+    /// How long the oldest due, claimable timer has been due (ms, 0 if none).
+    pub timer_lag_ms: i64,
+    /// Dead letters kept.
+    pub dead_letters: u64,
+}
+
 /// A value bound to, or read from, participant SQL.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
@@ -351,6 +366,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every stored definition, ordered by name (bytewise), then version.
     async fn definitions(&self) -> Result<Vec<Definition>, StoreError>;
+
+    /// Gauges for the metrics endpoint, read from one consistent snapshot:
+    ///
+    /// - `sagas`: how many sagas there are of each definition (every version together) in
+    ///   each status, ends included; only pairs with at least one saga, ordered by
+    ///   definition name (bytewise), then status name.
+    /// - `outbox_lag_ms`: `now` minus the `lease_until` of the outbox row whose lease ended
+    ///   first, among rows whose lease has ended by `now` (those [`Store::claim_outbox`]
+    ///   would hand out): how long the oldest unanswered command has waited to be
+    ///   re-published. 0 when there is none.
+    /// - `outbox_rows`: every outbox row, leased or not (commands awaiting their reply).
+    /// - `timer_lag_ms`: `now` minus the earliest time a timer became claimable, among
+    ///   timers [`Store::claim_timers`] would hand out at `now`: due and unleased, or due
+    ///   with an expired lease. A timer becomes claimable at the later of its `fire_at`
+    ///   and its `lease_until`. 0 when there is none.
+    /// - `dead_letters`: dead letters kept (not yet taken).
+    ///
+    /// Lags are never negative. `now` is the caller's clock, like the claims'.
+    async fn stats(&self, now: Millis) -> Result<StoreStats, StoreError>;
 
     /// Begins a participant transaction on this database.
     async fn begin(&self) -> Result<Box<dyn ParticipantTx>, StoreError>;

@@ -13,6 +13,7 @@ mod migrate;
 mod participant;
 mod read;
 mod sql_value;
+mod stats;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sagaflow_core::{
     CommitOutcome, DeadLetter, Decision, Definition, JournalEntry, Millis, OutboxRow,
-    ParticipantTx, SagaFilter, SagaId, SagaState, Store, StoreError, TimerRow,
+    ParticipantTx, SagaFilter, SagaId, SagaState, Store, StoreError, StoreStats, TimerRow,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
@@ -225,6 +226,10 @@ impl Store for PgStore {
 
     async fn definitions(&self) -> Result<Vec<Definition>, StoreError> {
         definition::list(&self.inner.pool).await
+    }
+
+    async fn stats(&self, now: Millis) -> Result<StoreStats, StoreError> {
+        stats::stats(&self.inner.pool, now).await
     }
 
     async fn begin(&self) -> Result<Box<dyn ParticipantTx>, StoreError> {

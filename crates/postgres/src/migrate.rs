@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "definitions",
         include_str!("../migrations/0002_definitions.sql"),
     ),
+    (3, "stats", include_str!("../migrations/0003_stats.sql")),
 ];
 
 /// PostgreSQL truncates identifiers longer than this (NAMEDATALEN - 1).

@@ -29,7 +29,11 @@ async fn processes_starting_together_migrate_once() {
             .expect("reading schema_migrations");
     assert_eq!(
         applied,
-        vec![(1, "init".to_string()), (2, "definitions".to_string())]
+        vec![
+            (1, "init".to_string()),
+            (2, "definitions".to_string()),
+            (3, "stats".to_string())
+        ]
     );
     // Connecting again finds nothing to do and the data in place.
     let def = order_definition(1);

@@ -28,6 +28,7 @@ mod definition;
 mod migrate;
 mod participant;
 mod read;
+mod stats;
 mod url;
 mod writer;
 
@@ -38,7 +39,8 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use sagaflow_core::{
     definition_json, CommitOutcome, DeadLetter, Decision, Definition, JournalEntry, Millis,
-    OutboxRow, ParticipantTx, SagaFilter, SagaId, SagaState, Store, StoreError, TimerRow,
+    OutboxRow, ParticipantTx, SagaFilter, SagaId, SagaState, Store, StoreError, StoreStats,
+    TimerRow,
 };
 
 use crate::connection::Pool;
@@ -239,6 +241,10 @@ impl Store for SqliteStore {
 
     async fn definitions(&self) -> Result<Vec<Definition>, StoreError> {
         self.read(definition::list).await
+    }
+
+    async fn stats(&self, now: Millis) -> Result<StoreStats, StoreError> {
+        self.read(move |conn| stats::stats(conn, now)).await
     }
 
     async fn begin(&self) -> Result<Box<dyn ParticipantTx>, StoreError> {

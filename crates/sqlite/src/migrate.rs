@@ -11,6 +11,7 @@ use crate::connection::db;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_definitions.sql")),
+    (3, include_str!("../migrations/0003_stats.sql")),
 ];
 
 /// Applies the migrations this database has not had yet.

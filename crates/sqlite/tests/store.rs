@@ -134,7 +134,7 @@ async fn data_survives_reopening_and_migrations_run_once() -> Result<()> {
     let conn = Connection::open(&path)?;
     let migrations: i64 =
         conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))?;
-    assert_eq!(migrations, 2);
+    assert_eq!(migrations, 3);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
     assert_eq!(mode, "wal");
     Ok(())

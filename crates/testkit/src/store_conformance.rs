@@ -28,6 +28,7 @@ mod definitions;
 mod participant;
 mod queries;
 mod queues;
+mod stats;
 
 pub use commit::{
     commit_writes_a_new_saga, concurrent_commits_all_land, decisions_in_one_commit_apply_in_order,
@@ -54,6 +55,11 @@ pub use queues::{
     claim_outbox_honours_limit, claim_outbox_respects_leases, claim_timers_takes_due_unleased,
     next_timer_at_is_earliest_claimable, resolved_deletes_outbox_rows,
     timers_set_replace_and_clear,
+};
+pub use stats::{
+    stats_count_dead_letters, stats_count_sagas_by_definition_and_status,
+    stats_of_an_empty_store_are_zero, stats_outbox_lag_is_since_the_oldest_expired_lease,
+    stats_timer_lag_is_since_the_oldest_claimable_timer,
 };
 
 /// A fresh store for one check, possibly with something that must outlive it.
@@ -114,6 +120,11 @@ where
         a_different_definition_under_a_taken_version_is_invalid,
         definition_versions_are_listed_side_by_side_in_order,
         concurrent_saves_of_one_version_store_one,
+        stats_of_an_empty_store_are_zero,
+        stats_count_sagas_by_definition_and_status,
+        stats_outbox_lag_is_since_the_oldest_expired_lease,
+        stats_timer_lag_is_since_the_oldest_claimable_timer,
+        stats_count_dead_letters,
         participant_sql_round_trips_values,
         participant_commit_is_visible_rollback_is_not,
         dropped_participant_tx_is_abandoned,
@@ -148,6 +159,11 @@ macro_rules! store_conformance_tests {
             saving_the_same_definition_again_is_a_no_op,
             a_different_definition_under_a_taken_version_is_invalid,
             definition_versions_are_listed_side_by_side_in_order,
+            stats_of_an_empty_store_are_zero,
+            stats_count_sagas_by_definition_and_status,
+            stats_outbox_lag_is_since_the_oldest_expired_lease,
+            stats_timer_lag_is_since_the_oldest_claimable_timer,
+            stats_count_dead_letters,
             participant_sql_round_trips_values,
             participant_commit_is_visible_rollback_is_not,
             dropped_participant_tx_is_abandoned,
