@@ -1,0 +1,92 @@
+//! The sagaflow HTTP API under `/api/v1`: start, inspect and steer sagas, signals,
+//! definitions and dead letters, plus `/healthz`, `/readyz` and the OpenAPI document.
+//!
+//! [`app`] builds the router; the server mounts it. Every error is an RFC 9457
+//! `application/problem+json` body with a stable `code` ([`Problem`]).
+
+mod dead_letters;
+mod definitions;
+mod extract;
+mod health;
+mod openapi;
+mod problem;
+mod request_id;
+mod sagas;
+mod signals;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use sagaflow_engine::Engine;
+
+pub use extract::parse_json;
+pub use openapi::openapi;
+pub use problem::{Problem, PROBLEM_JSON};
+pub use request_id::{RequestId, X_REQUEST_ID};
+
+/// HTTP settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Request bodies larger than this are refused with 413 `body_too_large`.
+    pub body_limit_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            body_limit_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// What the handlers share: the engine and the settings.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The engine requests are served by.
+    pub engine: Engine,
+    /// HTTP settings.
+    pub config: ApiConfig,
+}
+
+impl ApiState {
+    /// State with the default settings.
+    pub fn new(engine: Engine) -> Self {
+        ApiState {
+            engine,
+            config: ApiConfig::default(),
+        }
+    }
+}
+
+/// The API router, ready to serve (e.g. `axum::serve(listener, app(state))`).
+pub fn app(state: ApiState) -> Router {
+    let limit = state.config.body_limit_bytes;
+    // Full paths rather than `nest`, so the 405 fallback below reaches every route.
+    Router::new()
+        .route("/api/v1/sagas", post(sagas::start).get(sagas::list))
+        .route("/api/v1/sagas/{id}", get(sagas::show))
+        .route("/api/v1/sagas/{id}/history", get(sagas::history))
+        .route("/api/v1/sagas/{id}/journal", get(sagas::journal))
+        .route("/api/v1/sagas/{id}/cancel", post(sagas::cancel))
+        .route("/api/v1/sagas/{id}/resume", post(sagas::resume))
+        .route("/api/v1/signals", post(signals::send))
+        .route(
+            "/api/v1/definitions",
+            get(definitions::list).post(definitions::register),
+        )
+        .route("/api/v1/definitions/{name}", get(definitions::versions))
+        .route("/api/v1/dead-letters", get(dead_letters::list))
+        .route("/api/v1/dead-letters/{id}", delete(dead_letters::discard))
+        .route(
+            "/api/v1/dead-letters/{id}/replay",
+            post(dead_letters::replay),
+        )
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(problem::not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(request_id::propagate))
+        .with_state(state)
+}
