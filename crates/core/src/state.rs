@@ -145,6 +145,9 @@ pub struct InFlight {
     pub phase: Phase,
     /// When it times out, if it can.
     pub deadline_at: Option<Millis>,
+    /// When it was sent.
+    #[serde(default)]
+    pub dispatched_at: Millis,
 }
 
 /// A parked step waiting for a signal.
@@ -350,6 +353,7 @@ pub fn evolve(mut s: SagaState, def: &Definition, event: &Event, at: Millis) -> 
                 attempt: *attempt,
                 phase: *phase,
                 deadline_at: *deadline_at,
+                dispatched_at: at,
             });
         }
         Event::StepSucceeded { step, output, .. } => {

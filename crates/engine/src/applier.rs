@@ -288,6 +288,7 @@ impl Applier {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 tracing::warn!(error = %e, "commit failed; inputs will be retried from their leases");
+                self.shared.metrics.commit_failed();
                 for p in committing {
                     self.cache.remove(&p.state.saga_id);
                     fail(p, &e.to_string());
@@ -302,6 +303,13 @@ impl Applier {
         {
             match outcome {
                 CommitOutcome::Applied => {
+                    self.shared.metrics.committed(
+                        &p.def,
+                        p.base.as_ref(),
+                        &p.events,
+                        &p.state,
+                        now,
+                    );
                     to_publish.extend(rows);
                     if let Some(at) = timer {
                         self.shared.timer_set(at);
@@ -323,6 +331,7 @@ impl Applier {
                     answer(p, None);
                 }
                 CommitOutcome::Conflict { .. } => {
+                    self.shared.metrics.conflict();
                     self.cache.remove(&p.state.saga_id);
                     self.retry(p);
                 }

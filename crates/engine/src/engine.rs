@@ -155,6 +155,8 @@ pub(crate) struct Shared {
     pub next_timer_wake: AtomicI64,
     pub end_watchers: Mutex<Vec<mpsc::UnboundedSender<SagaEnd>>>,
     pub stopping: AtomicBool,
+    /// Counters kept as decisions commit.
+    pub metrics: crate::metrics::Metrics,
     /// Set once nothing feeds the decision loop any more: it empties its queue and stops.
     pub draining: AtomicBool,
 }
@@ -263,6 +265,7 @@ impl EngineBuilder {
             next_timer_wake: AtomicI64::new(i64::MAX),
             end_watchers: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
+            metrics: crate::metrics::Metrics::default(),
             draining: AtomicBool::new(false),
         });
         let (work_tx, work_rx) = mpsc::channel(shared.config.queue_capacity.max(16));
@@ -557,6 +560,12 @@ impl Engine {
     /// Removes a dead letter for good; `None` when there is no such dead letter.
     pub async fn discard_dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, EngineError> {
         Ok(self.shared.store.take_dead_letter(id).await?)
+    }
+
+    /// This engine's counters and the store's gauges, in the Prometheus text format.
+    pub async fn metrics_text(&self) -> Result<String, EngineError> {
+        let stats = self.shared.store.stats(self.shared.now()).await?;
+        Ok(self.shared.metrics.render(&stats))
     }
 
     /// Whether the store answers (for readiness checks).

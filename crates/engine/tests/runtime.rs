@@ -698,3 +698,40 @@ async fn definitions_registered_at_runtime_survive_a_restart_and_reach_other_eng
     );
     drop(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_sagas_attempts_and_durations() {
+    let h = Harness::new(vec![order(1)]).await;
+    let ok = h
+        .engine
+        .start_saga(StartSaga::new("order", json!({})))
+        .await
+        .unwrap()
+        .saga_id;
+    let no = h
+        .engine
+        .start_saga(StartSaga::new("order", json!({"reject": "ship"})))
+        .await
+        .unwrap()
+        .saga_id;
+    h.wait_status(&ok, Status::Completed).await;
+    h.wait_status(&no, Status::Compensated).await;
+    let text = h.engine.metrics_text().await.unwrap();
+    for line in [
+        "sagaflow_sagas_started_total{definition=\"order\"} 2",
+        "sagaflow_sagas_ended_total{definition=\"order\",status=\"completed\"} 1",
+        "sagaflow_sagas_ended_total{definition=\"order\",status=\"compensated\"} 1",
+        "sagaflow_step_attempts_total{definition=\"order\",step=\"ship\",kind=\"action\",outcome=\"rejected\"} 1",
+        "sagaflow_step_attempts_total{definition=\"order\",step=\"reserve\",kind=\"compensation\",outcome=\"succeeded\"} 1",
+        "sagaflow_step_attempts_total{definition=\"order\",step=\"reserve\",kind=\"action\",outcome=\"succeeded\"} 2",
+        "sagaflow_saga_duration_seconds_count{definition=\"order\"} 2",
+        "sagaflow_step_duration_seconds_count{definition=\"order\",step=\"reserve\"} 3",
+        "sagaflow_sagas{definition=\"order\",status=\"completed\"} 1",
+        "sagaflow_sagas{definition=\"order\",status=\"compensated\"} 1",
+        "sagaflow_outbox_rows 0",
+        "sagaflow_dead_letters 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    h.stop().await;
+}
