@@ -71,13 +71,28 @@ impl sagaflow_engine::TxHandler for Stock {
     }
 }
 
-async fn setup(store: &Arc<dyn Store>) -> anyhow::Result<()> {
+/// Creates the demo participants' table if missing, with 1 000 books in stock the first time
+/// (lamps are out of stock until someone adds some).
+pub async fn prepare(store: &Arc<dyn Store>) -> anyhow::Result<()> {
     let mut tx = store.begin().await?;
     tx.execute(
         "CREATE TABLE IF NOT EXISTS demo_stock (product TEXT PRIMARY KEY, qty BIGINT NOT NULL)",
         &[],
     )
     .await?;
+    tx.execute(
+        "INSERT INTO demo_stock (product, qty) VALUES ('book', 1000) ON CONFLICT (product) DO NOTHING",
+        &[],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Creates the table and sets the demo's stock levels.
+async fn setup(store: &Arc<dyn Store>) -> anyhow::Result<()> {
+    prepare(store).await?;
+    let mut tx = store.begin().await?;
     for (product, qty) in [("book", 10), ("lamp", 0)] {
         tx.execute(
             "DELETE FROM demo_stock WHERE product = $1",
@@ -94,7 +109,9 @@ async fn setup(store: &Arc<dyn Store>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn participants() -> Vec<Participant> {
+/// The order saga's participants: stock (transactional, parks when out of stock), billing
+/// (declines amounts over 100), delivery, notifications (fails its first attempt).
+pub fn participants() -> Vec<Participant> {
     vec![
         Participant::new("stock")
             .on_tx("reserve", Stock)

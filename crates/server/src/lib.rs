@@ -2,7 +2,9 @@
 //! demo, the bench, the saga commands and the crash drill.
 
 pub mod bench;
+pub mod config;
 pub mod demo;
 pub mod drill;
 pub mod saga_cmd;
+pub mod serve;
 pub mod store_url;

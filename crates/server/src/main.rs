@@ -1,19 +1,18 @@
-//! The sagaflow binary: with no command, a demo saga on embedded SQLite; `bench` measures;
-//! `saga ls|show|cancel|resume` inspect and repair sagas in a database.
+//! The sagaflow binary: `serve` (the default) runs the engine behind the HTTP API; `demo`
+//! runs a saga three ways and prints the journals; `bench` measures; `saga ls|show|cancel|
+//! resume` inspect and repair sagas in a database.
 
 use clap::{Parser, Subcommand};
-use sagaflow::{bench, demo, drill, saga_cmd};
+use sagaflow::config::{ServeArgs, DEFAULT_DATABASE_URL};
+use sagaflow::{bench, demo, drill, saga_cmd, serve};
 
 /// sagaflow: sagas that end honestly — every step done, or every done step undone.
-/// The embedded default: a SQLite file in the working directory.
-const DEFAULT_DATABASE_URL: &str = "sqlite://./sagaflow.db";
-
 #[derive(Debug, Parser)]
 #[command(name = "sagaflow", version, about)]
 struct Cli {
-    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB [default: sqlite://./sagaflow.db;
-    /// for bench, a fresh temporary database].
-    #[arg(long, global = true, env = "SAGAFLOW_DATABASE_URL")]
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB [env: SAGAFLOW_DATABASE_URL]
+    /// [default: sqlite://./sagaflow.db; for bench, a fresh temporary database].
+    #[arg(long, global = true)]
     database_url: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -21,7 +20,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the built-in order saga three ways and print each journal (the default).
+    /// Run the engine behind the HTTP API (the default).
+    Serve(ServeArgs),
+    /// Run the built-in order saga three ways and print each journal.
     Demo,
     /// Measure sagas per second and latency with in-process no-op steps.
     Bench(bench::BenchArgs),
@@ -43,12 +44,20 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let url = cli.database_url;
+    // `serve` resolves its own settings so it can say where each came from.
+    let flag = cli.database_url;
+    let url = flag
+        .clone()
+        .or_else(|| std::env::var("SAGAFLOW_DATABASE_URL").ok());
     let embedded = || {
         url.clone()
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string())
     };
-    let result = match cli.command.unwrap_or(Command::Demo) {
+    let command = cli
+        .command
+        .unwrap_or_else(|| Command::Serve(ServeArgs::default()));
+    let result = match command {
+        Command::Serve(args) => serve::run(args, flag.as_deref()).await,
         Command::Demo => demo::run(&embedded()).await,
         Command::Bench(args) => bench::run(args, url.clone()).await,
         Command::Saga(cmd) => saga_cmd::run(&embedded(), cmd).await,

@@ -22,7 +22,7 @@ fn text(out: &Output) -> (String, String) {
 fn the_demo_completes_compensates_and_waits_then_saga_ls_lists_them() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("demo.db").display());
-    let out = sagaflow(&["--database-url", &url]);
+    let out = sagaflow(&["demo", "--database-url", &url]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert_eq!(stdout.matches("→ completed").count(), 2, "{stdout}");

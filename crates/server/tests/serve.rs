@@ -1,0 +1,240 @@
+//! `sagaflow serve` as users run it: the real binary on a free port (a second one beside it
+//! on another file), sagas through the HTTP API, and a graceful stop on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(db: &std::path::Path) -> Server {
+        let url = format!("sqlite://{}", db.display());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+            .env_remove("SAGAFLOW_DATABASE_URL")
+            .env_remove("SAGAFLOW_LISTEN")
+            .env_remove("SAGAFLOW_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sagaflow serve");
+        let mut first = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let addr = first
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_string();
+        Server { child, addr }
+    }
+
+    /// One HTTP/1.1 request; returns the status and the JSON body (Null when empty).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut stream = TcpStream::connect(&self.addr).expect("connect");
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (k, v) in headers {
+            request.push_str(&format!("{k}: {v}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(&body);
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {head:?}"));
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    fn wait_status(&self, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (code, saga) = self.call("GET", &format!("/api/v1/sagas/{id}"), None, &[]);
+            assert_eq!(code, 200, "{saga}");
+            if saga["status"] == status {
+                return saga;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "saga {id} never became {status}: {saga}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn start_saga(&self, input: Value, headers: &[(&str, &str)]) -> String {
+        let (code, body) = self.call(
+            "POST",
+            "/api/v1/sagas",
+            Some(json!({"definition": "order", "input": input})),
+            headers,
+        );
+        assert_eq!(code, 202, "{body}");
+        body["saga_id"].as_str().expect("saga_id").to_string()
+    }
+
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let mut rest = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut rest)
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+        assert!(rest.contains("sagaflow stopped"), "{rest}");
+    }
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+#[test]
+fn two_servers_side_by_side_run_sagas_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Server::start(&dir.path().join("a.db"));
+    let b = Server::start(&dir.path().join("b.db"));
+    assert_ne!(a.addr, b.addr);
+    for s in [&a, &b] {
+        let (code, body) = s.call("GET", "/healthz", None, &[]);
+        assert_eq!((code, body["status"].as_str()), (200, Some("ok")));
+    }
+
+    // Happy path, with a request id that the saga records.
+    let ok = a.start_saga(
+        json!({"product": "book", "qty": 1, "amount": 30}),
+        &[("X-Request-ID", "e2e-1")],
+    );
+    a.wait_status(&ok, "completed");
+    let (_, journal) = a.call("GET", &format!("/api/v1/sagas/{ok}/journal"), None, &[]);
+    assert_eq!(journal[0]["event"]["request_id"], "e2e-1", "{journal}");
+
+    // Declined by billing: compensated, and the history shows the compensation.
+    let declined = a.start_saga(json!({"product": "book", "qty": 1, "amount": 500}), &[]);
+    a.wait_status(&declined, "compensated");
+    let (code, history) = a.call(
+        "GET",
+        &format!("/api/v1/sagas/{declined}/history"),
+        None,
+        &[],
+    );
+    assert_eq!(code, 200);
+    let kinds: Vec<(String, String)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["step_name"].as_str().unwrap().into(),
+                h["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("reserve_stock".into(), "compensation".into())),
+        "{history}"
+    );
+
+    // Out of stock: parks; a signal by correlation key reaches it; a cancel compensates it.
+    let parked = a.start_saga(json!({"product": "lamp", "qty": 1, "amount": 10}), &[]);
+    a.wait_status(&parked, "waiting");
+    let (code, reached) = a.call(
+        "POST",
+        "/api/v1/signals",
+        Some(json!({"name": "stock_added", "correlation_key": "lamp", "payload": {}})),
+        &[],
+    );
+    assert_eq!(code, 202, "{reached}");
+    assert_eq!(reached["reached"], json!([parked]));
+    a.wait_status(&parked, "waiting");
+    let (code, body) = a.call("POST", &format!("/api/v1/sagas/{parked}/cancel"), None, &[]);
+    assert_eq!(code, 202, "{body}");
+    a.wait_status(&parked, "compensated");
+    let (code, body) = a.call("POST", &format!("/api/v1/sagas/{ok}/cancel"), None, &[]);
+    assert_eq!(code, 409, "{body}");
+
+    // The other server has its own file: it knows none of these sagas.
+    let (code, _) = b.call("GET", &format!("/api/v1/sagas/{ok}"), None, &[]);
+    assert_eq!(code, 404);
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn a_bad_setting_names_its_source_and_a_public_address_needs_insecure() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sagaflow"));
+        cmd.args(args)
+            .env_remove("SAGAFLOW_LISTEN")
+            .env_remove("SAGAFLOW_CONFIG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&["serve"], &[("SAGAFLOW_LISTEN", "nowhere")]);
+    assert!(
+        err.contains("SAGAFLOW_LISTEN = \"nowhere\" is not a socket address"),
+        "{err}"
+    );
+    let err = run(&["serve", "--listen", "0.0.0.0:0"], &[]);
+    assert!(
+        err.contains("not a loopback address") && err.contains("--insecure"),
+        "{err}"
+    );
+}
