@@ -538,8 +538,11 @@ pub(crate) async fn journal(
     request_body(content = Option<CancelRequest>, description = "Optional; an empty body is fine"),
     responses(
         (status = 202, description = "Compensating", body = SagaRef),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The pivot succeeded (`pivot_passed`) or the saga ended (`already_ended`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The body does not fit", body = Problem, content_type = "application/problem+json"),
     )
 )]

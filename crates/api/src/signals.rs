@@ -48,6 +48,8 @@ pub struct SignalResponse {
         (status = 202, description = "The sagas woken (for a correlation key, possibly none)", body = SignalResponse),
         (status = 400, description = "Not exactly one of saga_id and correlation_key, or malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The saga is not waiting (`not_waiting`) or waits for another signal (`other_signal`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The body does not fit", body = Problem, content_type = "application/problem+json"),
     )

@@ -1,0 +1,200 @@
+//! Bad requests: each kind gets its status and stable problem code, and a detail a person can
+//! act on; unknown routes and methods are problems too; the request id is echoed on errors.
+
+mod support;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use sagaflow_api::ApiConfig;
+use serde_json::json;
+use support::{raw_request, Api};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_get_the_right_status_and_code() {
+    let api = Api::start().await;
+    let json = Some("application/json");
+    let cases = [
+        (
+            json,
+            "{\"definition\": \"order\",",
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "line 1",
+        ),
+        (json, "", StatusCode::BAD_REQUEST, "malformed_json", "empty"),
+        (
+            json,
+            r#"{"definition": "order", "input": {}} trailing"#,
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "trailing",
+        ),
+        (
+            json,
+            r#"{"definition": "order", "input": {}, "colour": "red"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_field",
+            "colour",
+        ),
+        (
+            json,
+            r#"{"definition": "order"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing_field",
+            "input",
+        ),
+        (
+            json,
+            r#"{"definition": 7, "input": {}}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "wrong_type",
+            "definition",
+        ),
+        (
+            json,
+            r#"{"definition": "order", "version": -1, "input": {}}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "wrong_type",
+            "version",
+        ),
+        (
+            Some("text/plain"),
+            r#"{"definition": "order", "input": {}}"#,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "text/plain",
+        ),
+        (
+            None,
+            r#"{"definition": "order", "input": {}}"#,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "application/json",
+        ),
+    ];
+    for (content_type, body, status, code, mentions) in cases {
+        let reply = api
+            .send(raw_request(
+                Method::POST,
+                "/api/v1/sagas",
+                content_type,
+                body,
+            ))
+            .await;
+        assert_eq!(reply.status, status, "{body}: {reply:?}");
+        assert_eq!(reply.code(), code, "{body}");
+        assert!(reply.detail().contains(mentions), "{body}: {reply:?}");
+        assert_eq!(reply.body["type"], format!("urn:sagaflow:problem:{code}"));
+        assert!(reply.body["title"].as_str().is_some_and(|t| !t.is_empty()));
+    }
+    // A JSON media type with parameters or a +json suffix is JSON.
+    for ct in [
+        "application/json; charset=utf-8",
+        "application/merge-patch+json",
+    ] {
+        let reply = api
+            .send(raw_request(
+                Method::POST,
+                "/api/v1/sagas",
+                Some(ct),
+                r#"{"definition": "order", "input": {}}"#,
+            ))
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{ct}: {reply:?}");
+    }
+    // Each JSON endpoint refuses the same way.
+    for uri in [
+        "/api/v1/signals",
+        "/api/v1/definitions",
+        "/api/v1/sagas/x/cancel",
+    ] {
+        let reply = api
+            .send(raw_request(Method::POST, uri, json, "{nope"))
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(reply.code(), "malformed_json", "{uri}");
+    }
+    let reply = api
+        .send(raw_request(
+            Method::POST,
+            "/api/v1/sagas/x/cancel",
+            json,
+            r#"{"reason": "x", "force": true}"#,
+        ))
+        .await;
+    assert_eq!(reply.code(), "unknown_field");
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_body_is_413() {
+    let api = Api::with_config(ApiConfig {
+        body_limit_bytes: 64,
+    })
+    .await;
+    let big = json!({"definition": "order", "input": {"pad": "x".repeat(200)}}).to_string();
+    let reply = api
+        .send(raw_request(
+            Method::POST,
+            "/api/v1/sagas",
+            Some("application/json"),
+            &big,
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.code(), "body_too_large");
+    // Under the limit is fine.
+    let small = api
+        .post("/api/v1/sagas", json!({"definition": "order", "input": {}}))
+        .await;
+    assert_eq!(small.status, StatusCode::ACCEPTED, "{small:?}");
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_methods_are_problems_and_echo_the_request_id() {
+    let api = Api::start().await;
+    let reply = api
+        .send(
+            Request::get("/api/v1/nothing-here")
+                .header("x-request-id", "trace-me")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.code(), "not_found");
+    assert_eq!(reply.headers["x-request-id"], "trace-me");
+
+    let reply = api.delete("/api/v1/sagas").await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.code(), "method_not_allowed");
+    let allow = reply.headers.get("allow").and_then(|v| v.to_str().ok());
+    assert!(
+        allow.is_some_and(|a| a.contains("POST") && a.contains("GET")),
+        "{reply:?}"
+    );
+    assert!(reply.headers.contains_key("x-request-id"));
+
+    let reply = api.get("/api/v1/sagas/x/cancel").await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.code(), "method_not_allowed");
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_idempotency_key_is_400() {
+    let api = Api::start().await;
+    let reply = api
+        .send(
+            Request::post("/api/v1/sagas")
+                .header("content-type", "application/json")
+                .header("idempotency-key", "k".repeat(300))
+                .body(Body::from(r#"{"definition": "order", "input": {}}"#))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.code(), "bad_header");
+    api.stop().await;
+}
