@@ -198,3 +198,68 @@ async fn a_bad_idempotency_key_is_400() {
     assert_eq!(reply.code(), "bad_header");
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_engine_answers_503_shutting_down() {
+    let api = Api::start().await;
+    api.engine.shutdown().await;
+    let reply = api
+        .post("/api/v1/sagas", json!({"definition": "order", "input": {}}))
+        .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.code(), "shutting_down");
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_never_gets_a_500_or_a_non_json_answer() {
+    let api = Api::start().await;
+    let deep = "[".repeat(10_000);
+    let bodies = [
+        deep.as_str(),
+        r#"{"definition": "order", "input": 1e999}"#,
+        r#"{"definition": "order", "version": 99999999999, "input": null}"#,
+        "\u{0}\u{1}",
+        r#"{"name": "", "saga_id": "x"}"#,
+        r#"{"name": "n", "version": 1, "steps": [{"name": "s", "kind": "sideways", "action": "a.b"}]}"#,
+        r#"[]"#,
+        r#""just a string""#,
+    ];
+    let uris = [
+        "/api/v1/sagas",
+        "/api/v1/signals",
+        "/api/v1/definitions",
+        "/api/v1/sagas/%E2%82%AC%20x/cancel",
+        "/api/v1/sagas/%FF/resume",
+        "/api/v1/dead-letters/99999999999999999999/replay",
+    ];
+    for uri in uris {
+        for body in bodies {
+            let reply = api
+                .send(raw_request(
+                    Method::POST,
+                    uri,
+                    Some("application/json"),
+                    body,
+                ))
+                .await;
+            assert!(
+                reply.status.is_client_error(),
+                "POST {uri} {body:.40}: {reply:?}"
+            );
+            assert!(!reply.code().is_empty());
+        }
+    }
+    for uri in [
+        "/api/v1/sagas/%FF",
+        "/api/v1/sagas/%2e%2e%2f%2e%2e",
+        "/api/v1/sagas?limit=%FF",
+        "/api/v1/sagas?status=running&status=failed",
+        "/api/v1/definitions/%00",
+    ] {
+        let reply = api.get(uri).await;
+        assert!(reply.status.is_client_error(), "GET {uri}: {reply:?}");
+        assert!(!reply.code().is_empty());
+    }
+    api.stop().await;
+}
