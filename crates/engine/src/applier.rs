@@ -303,6 +303,15 @@ impl Applier {
         {
             match outcome {
                 CommitOutcome::Applied => {
+                    tracing::debug!(
+                        saga_id = %p.state.saga_id,
+                        definition = %p.def.name,
+                        version = p.def.version,
+                        status = p.state.status.as_str(),
+                        events = ?p.events.iter().map(Event::type_name).collect::<Vec<_>>(),
+                        request_id = p.state.request_id.as_deref().unwrap_or(""),
+                        "decision committed"
+                    );
                     self.shared.metrics.committed(
                         &p.def,
                         p.base.as_ref(),

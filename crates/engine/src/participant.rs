@@ -18,6 +18,7 @@ use sagaflow_core::{
 use serde_json::Value;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 /// How often a transactional command is tried when its transaction loses a race.
 const TX_TRIES: usize = 5;
@@ -214,26 +215,23 @@ impl Ctx {
             request_id: env.request_id.clone(),
             traceparent: env.traceparent.clone(),
         };
-        let reply = match self.handlers.get(&payload.command).cloned() {
-            None => Some(reply_envelope(
-                &env,
-                &payload,
-                Outcome::Failed {
-                    error: format!(
-                        "service {} has no handler for command {}",
-                        self.service, payload.command
-                    ),
-                    retryable: false,
-                },
-            )),
-            Some(Handler::Plain(f)) => {
-                let outcome = tokio::spawn(f(call))
-                    .await
-                    .unwrap_or_else(|e| Outcome::failed(format!("handler panicked: {e}")));
-                Some(reply_envelope(&env, &payload, outcome))
-            }
-            Some(Handler::Tx(h)) => self.handle_tx(&env, &payload, call, h).await,
-        };
+        // One span per attempt, carrying what ties it to its saga and request; a handler's own
+        // logs and spans nest under it.
+        let span = tracing::info_span!(
+            "attempt",
+            saga_id = %payload.saga_id,
+            definition = %payload.definition,
+            step = %payload.step_name,
+            attempt = payload.attempt,
+            kind = payload.phase.as_str(),
+            service = %self.service,
+            request_id = env.request_id.as_deref().unwrap_or(""),
+            traceparent = env.traceparent.as_deref().unwrap_or(""),
+        );
+        let reply = self
+            .run_handler(&env, &payload, call)
+            .instrument(span)
+            .await;
         match reply {
             Some(reply) => {
                 if let Err(e) = self.transport.publish(REPLY_TOPIC, reply).await {
@@ -245,6 +243,36 @@ impl Ctx {
             }
             // The database is unavailable: let the outbox lease bring the command back later.
             None => delivery.ack().await,
+        }
+    }
+
+    /// Runs the command's handler; returns the reply body to publish, or `None` when the
+    /// database is unavailable (the outbox lease brings the command back).
+    async fn run_handler(
+        &self,
+        env: &Envelope,
+        payload: &CommandPayload,
+        call: CommandCall,
+    ) -> Option<Vec<u8>> {
+        match self.handlers.get(&payload.command).cloned() {
+            None => Some(reply_envelope(
+                env,
+                payload,
+                Outcome::Failed {
+                    error: format!(
+                        "service {} has no handler for command {}",
+                        self.service, payload.command
+                    ),
+                    retryable: false,
+                },
+            )),
+            Some(Handler::Plain(f)) => {
+                let outcome = tokio::spawn(f(call).instrument(tracing::Span::current()))
+                    .await
+                    .unwrap_or_else(|e| Outcome::failed(format!("handler panicked: {e}")));
+                Some(reply_envelope(env, payload, outcome))
+            }
+            Some(Handler::Tx(h)) => self.handle_tx(env, payload, call, h).await,
         }
     }
 

@@ -14,6 +14,10 @@ struct Cli {
     /// [default: sqlite://./sagaflow.db; for bench, a fresh temporary database].
     #[arg(long, global = true)]
     database_url: Option<String>,
+    /// Log lines as text or as JSON objects (one per line) [env: SAGAFLOW_LOG_FORMAT].
+    /// The level filter is SAGAFLOW_LOG (e.g. `info`, `sagaflow_engine=debug`; default `warn`).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -36,14 +40,24 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SAGAFLOW_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SAGAFLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let format = cli
+        .log_format
+        .clone()
+        .or_else(|| std::env::var("SAGAFLOW_LOG_FORMAT").ok());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format.as_deref() {
+        Some("json") => logs.json().init(),
+        Some("text") | None => logs.init(),
+        Some(other) => {
+            eprintln!("error: SAGAFLOW_LOG_FORMAT = {other:?} must be text or json");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     // `serve` resolves its own settings so it can say where each came from.
     let flag = cli.database_url;
     let url = flag

@@ -116,3 +116,27 @@ fn bad_bench_flags_say_what_is_wrong() {
         text(&out)
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_saga_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("logs.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+        .args(["demo", "--log-format", "json", "--database-url", &url])
+        .env("SAGAFLOW_LOG", "sagaflow_engine=debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let decisions: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .filter(|v: &serde_json::Value| v["fields"]["message"] == "decision committed")
+        .collect();
+    assert!(!decisions.is_empty(), "{stderr}");
+    assert!(decisions.iter().all(|d| d["fields"]["saga_id"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty())));
+    let bad = sagaflow(&["demo", "--log-format", "xml"]);
+    assert!(!bad.status.success());
+}
