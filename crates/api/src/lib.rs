@@ -8,6 +8,7 @@ mod dead_letters;
 mod definitions;
 mod extract;
 mod health;
+mod metrics;
 mod openapi;
 mod problem;
 mod request_id;
@@ -84,6 +85,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::{dead_letters, definitions, health, problem, sagas, signals};
+use crate::{dead_letters, definitions, health, metrics, problem, sagas, signals};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,6 +29,7 @@ use crate::{dead_letters, definitions, health, problem, sagas, signals};
         dead_letters::discard,
         health::healthz,
         health::readyz,
+        metrics::metrics,
         document,
     ),
     components(schemas(problem::Problem)),
@@ -37,7 +38,7 @@ use crate::{dead_letters, definitions, health, problem, sagas, signals};
         (name = "signals", description = "Wake parked sagas"),
         (name = "definitions", description = "Saga definitions"),
         (name = "dead-letters", description = "Messages that could not be processed"),
-        (name = "health", description = "Liveness and readiness"),
+        (name = "health", description = "Liveness, readiness and metrics"),
         (name = "openapi", description = "This document"),
     )
 )]

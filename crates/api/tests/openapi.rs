@@ -52,6 +52,7 @@ async fn the_served_document_is_the_generated_one_and_covers_every_route() {
         ("/api/v1/openapi.json", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
+        ("/metrics", "get"),
     ] {
         assert!(
             paths[path][method].is_object(),

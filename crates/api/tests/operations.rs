@@ -232,5 +232,59 @@ async fn health_and_readiness() {
     let ready = api.get("/readyz").await;
     assert_eq!(ready.status, StatusCode::OK);
     assert_eq!(ready.body["status"], "ready");
+    // A stopping engine is not ready: a load balancer should send new work elsewhere.
+    api.engine.shutdown().await;
+    let ready = api.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.code(), "shutting_down");
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_prometheus_text_that_counts_sagas() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let api = Api::start().await;
+    let started = api
+        .post("/api/v1/sagas", json!({"definition": "order", "input": {}}))
+        .await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let id = started.body["saga_id"].as_str().unwrap().to_string();
+    api.wait_status(&id, "completed").await;
+    let response = api
+        .app
+        .clone()
+        .oneshot(
+            axum::http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    for line in [
+        "sagaflow_sagas_started_total{definition=\"order\"} 1",
+        "sagaflow_sagas_ended_total{definition=\"order\",status=\"completed\"} 1",
+        "sagaflow_sagas{definition=\"order\",status=\"completed\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
     api.stop().await;
 }

@@ -568,8 +568,11 @@ impl Engine {
         Ok(self.shared.metrics.render(&stats))
     }
 
-    /// Whether the store answers (for readiness checks).
+    /// Whether the engine takes work and its store answers (for readiness checks).
     pub async fn ready(&self) -> Result<(), EngineError> {
+        if self.shared.stopping.load(Ordering::Acquire) {
+            return Err(EngineError::ShuttingDown);
+        }
         self.shared.store.next_timer_at().await?;
         Ok(())
     }
