@@ -46,6 +46,18 @@ impl Server {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> (u16, Value) {
+        let (status, text) = self.call_text(method, path, body, headers);
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// One HTTP/1.1 request; returns the status and the body as text.
+    fn call_text(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
         let mut stream = TcpStream::connect(&self.addr).expect("connect");
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let mut request = format!(
@@ -76,7 +88,7 @@ impl Server {
         } else {
             body.to_string()
         };
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+        (status, body)
     }
 
     fn wait_status(&self, id: &str, status: &str) -> Value {
@@ -205,6 +217,20 @@ fn two_servers_side_by_side_run_sagas_through_the_api() {
     a.wait_status(&parked, "compensated");
     let (code, body) = a.call("POST", &format!("/api/v1/sagas/{ok}/cancel"), None, &[]);
     assert_eq!(code, 409, "{body}");
+
+    // The metrics count what happened.
+    let (code, metrics) = a.call_text("GET", "/metrics", None, &[]);
+    assert_eq!(code, 200);
+    for line in [
+        "sagaflow_sagas_started_total{definition=\"order\"} 3",
+        "sagaflow_sagas_ended_total{definition=\"order\",status=\"completed\"} 1",
+        "sagaflow_sagas_ended_total{definition=\"order\",status=\"compensated\"} 2",
+        "sagaflow_step_attempts_total{definition=\"order\",step=\"charge\",kind=\"action\",outcome=\"rejected\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+    }
+    let (_, saga) = a.call("GET", &format!("/api/v1/sagas/{ok}"), None, &[]);
+    assert_eq!(saga["request_id"], "e2e-1", "{saga}");
 
     // The other server has its own file: it knows none of these sagas.
     let (code, _) = b.call("GET", &format!("/api/v1/sagas/{ok}"), None, &[]);
