@@ -6,6 +6,7 @@
 
 mod dead_letters;
 mod definitions;
+mod docs;
 mod extract;
 mod health;
 mod metrics;
@@ -86,6 +87,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
+        .merge(docs::routes())
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
