@@ -4,6 +4,7 @@
 //! [`app`] builds the router; the server mounts it. Every error is an RFC 9457
 //! `application/problem+json` body with a stable `code` ([`Problem`]).
 
+mod auth;
 mod dead_letters;
 mod definitions;
 mod docs;
@@ -21,6 +22,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use sagaflow_engine::Engine;
 
+pub use auth::{hash_key, parse_sha256_hex, to_hex, ApiKey, Right, Rights, X_API_KEY};
 pub use extract::parse_json;
 pub use openapi::openapi;
 pub use problem::{Problem, PROBLEM_JSON};
@@ -31,12 +33,19 @@ pub use request_id::{RequestId, X_REQUEST_ID};
 pub struct ApiConfig {
     /// Request bodies larger than this are refused with 413 `body_too_large`.
     pub body_limit_bytes: usize,
+    /// API keys. Empty: everything is open. Otherwise GET needs `read`, other methods `operate`;
+    /// health, readiness, metrics and the OpenAPI document stay open.
+    pub keys: Vec<ApiKey>,
+    /// With keys configured, leave GET endpoints open to anyone.
+    pub read_open: bool,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             body_limit_bytes: 1024 * 1024,
+            keys: Vec::new(),
+            read_open: false,
         }
     }
 }
@@ -63,6 +72,7 @@ impl ApiState {
 /// The API router, ready to serve (e.g. `axum::serve(listener, app(state))`).
 pub fn app(state: ApiState) -> Router {
     let limit = state.config.body_limit_bytes;
+    let auth = auth::Auth::new(state.config.keys.clone(), state.config.read_open);
     // Full paths rather than `nest`, so the 405 fallback below reaches every route.
     Router::new()
         .route("/api/v1/sagas", post(sagas::start).get(sagas::list))
@@ -91,6 +101,7 @@ pub fn app(state: ApiState) -> Router {
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::require))
         .layer(axum::middleware::from_fn(request_id::propagate))
         .with_state(state)
 }

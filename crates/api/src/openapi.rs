@@ -2,7 +2,11 @@
 //! response types, so it cannot drift from the code.
 
 use axum::Json;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::{Content, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
 
 use crate::{dead_letters, definitions, health, metrics, problem, sagas, signals};
 
@@ -33,6 +37,7 @@ use crate::{dead_letters, definitions, health, metrics, problem, sagas, signals}
         document,
     ),
     components(schemas(problem::Problem)),
+    modifiers(&Security),
     tags(
         (name = "sagas", description = "Start sagas and follow, cancel or resume them"),
         (name = "signals", description = "Wake parked sagas"),
@@ -43,6 +48,82 @@ use crate::{dead_letters, definitions, health, metrics, problem, sagas, signals}
     )
 )]
 struct ApiDoc;
+
+/// The API-key schemes, on every endpoint but the open ones. Operator endpoints (every method
+/// but GET) need a key with `operate` once keys are configured; GET endpoints need `read`
+/// unless the server leaves reading open, hence their empty (`{}`) alternative.
+struct Security;
+
+const OPEN_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"];
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key as `Authorization: Bearer KEY`"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "An API key as `X-API-Key: KEY`",
+            ))),
+        );
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    crate::PROBLEM_JSON,
+                    Content::new(Some(Ref::from_schema_name("Problem"))),
+                )
+                .build()
+        };
+        components.responses.insert(
+            "Unauthorized".into(),
+            problem("No API key, or one the server does not know (`unauthorized`)").into(),
+        );
+        components.responses.insert(
+            "Forbidden".into(),
+            problem("The API key lacks the right this needs: `operate` for POST and DELETE, `read` for GET (`forbidden`)").into(),
+        );
+        let keyed = || {
+            vec![
+                SecurityRequirement::new("bearer", Vec::<String>::new()),
+                SecurityRequirement::new("api_key", Vec::<String>::new()),
+            ]
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if OPEN_PATHS.contains(&path.as_str()) || path.starts_with("/api/docs") {
+                continue;
+            }
+            let operations = [
+                (&mut item.get, true),
+                (&mut item.post, false),
+                (&mut item.put, false),
+                (&mut item.patch, false),
+                (&mut item.delete, false),
+            ];
+            for (operation, reading) in operations {
+                let Some(operation) = operation else { continue };
+                let mut security = keyed();
+                if reading {
+                    security.push(SecurityRequirement::default());
+                }
+                operation.security = Some(security);
+                let responses = &mut operation.responses.responses;
+                for (status, name) in [("401", "Unauthorized"), ("403", "Forbidden")] {
+                    responses.insert(status.into(), Ref::from_response_name(name).into());
+                }
+            }
+        }
+    }
+}
 
 /// The API's OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {

@@ -130,6 +130,7 @@ async fn malformed_bodies_get_the_right_status_and_code() {
 async fn an_oversize_body_is_413() {
     let api = Api::with_config(ApiConfig {
         body_limit_bytes: 64,
+        ..ApiConfig::default()
     })
     .await;
     let big = json!({"definition": "order", "input": {"pad": "x".repeat(200)}}).to_string();

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use sagaflow_api::{ApiKey, Right, Rights};
 use serde::Deserialize;
 
 /// The embedded default: a SQLite file in the working directory.
@@ -16,6 +17,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
 /// `serve`'s flags; each also has an environment variable and a TOML key.
 #[derive(Debug, Clone, Default, clap::Args)]
+#[command(after_help = API_KEYS_HELP)]
 pub struct ServeArgs {
     /// Address to listen on [env: SAGAFLOW_LISTEN] [toml: listen] [default: 127.0.0.1:8080].
     #[arg(long)]
@@ -23,14 +25,35 @@ pub struct ServeArgs {
     /// Largest request body in bytes [env: SAGAFLOW_BODY_LIMIT] [toml: body_limit] [default: 1048576].
     #[arg(long)]
     pub body_limit: Option<String>,
-    /// A TOML file with any of: listen, database_url, body_limit, insecure [env: SAGAFLOW_CONFIG].
+    /// A TOML file with any of: listen, database_url, body_limit, insecure, read_open,
+    /// [[api_keys]] [env: SAGAFLOW_CONFIG].
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Allow listening on a non-loopback address although no API keys are configured
     /// [env: SAGAFLOW_INSECURE=true] [toml: insecure].
     #[arg(long)]
     pub insecure: bool,
+    /// With API keys configured, leave GET endpoints open to anyone
+    /// [env: SAGAFLOW_READ_OPEN=true] [toml: read_open].
+    #[arg(long)]
+    pub read_open: bool,
 }
+
+/// `serve --help`'s epilogue: how API keys are configured.
+pub const API_KEYS_HELP: &str = "\
+API keys (none: everything is open, and only a loopback address is allowed without --insecure):
+  `sagaflow key new --name ops --rights operate,read` prints a fresh key and its SHA-256;
+  the server stores only the hash. Configure keys in the TOML file, after the top-level keys:
+      [[api_keys]]
+      name = \"ops\"
+      sha256 = \"<64 hex digits>\"
+      rights = [\"operate\", \"read\"]
+  and/or in SAGAFLOW_API_KEYS as comma-separated NAME:SHA256:RIGHT+RIGHT entries, e.g.
+      SAGAFLOW_API_KEYS=ops:<64 hex>:operate+read,dash:<64 hex>:read
+  (both sources are used together; a name may appear only once). Rights: `operate` for
+  every POST and DELETE (starting sagas included), `read` for GET unless --read-open.
+  /healthz, /readyz, /metrics, /api/v1/openapi.json and /api/docs are always open.
+  Clients send `Authorization: Bearer KEY` or `X-API-Key: KEY`.";
 
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +66,10 @@ pub struct ServeConfig {
     pub body_limit: usize,
     /// Whether a non-loopback address without API keys was explicitly allowed.
     pub insecure: bool,
+    /// API keys, from the TOML file's `[[api_keys]]` and `SAGAFLOW_API_KEYS`.
+    pub api_keys: Vec<ApiKey>,
+    /// With keys, leave GET endpoints open.
+    pub read_open: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +79,17 @@ struct FileConfig {
     database_url: Option<String>,
     body_limit: Option<u64>,
     insecure: Option<bool>,
+    read_open: Option<bool>,
+    api_keys: Option<Vec<FileKey>>,
+}
+
+/// One `[[api_keys]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKey {
+    name: String,
+    sha256: String,
+    rights: Vec<String>,
 }
 
 /// One setting's value and where it came from, for error messages.
@@ -157,22 +195,107 @@ pub fn resolve(
         },
         None => DEFAULT_BODY_LIMIT,
     };
-    let insecure = if args.insecure {
-        true
-    } else if let Some(v) = env("SAGAFLOW_INSECURE") {
-        match v.as_str() {
-            "1" | "true" | "yes" => true,
-            "0" | "false" | "no" | "" => false,
-            _ => bail!("SAGAFLOW_INSECURE = {v:?} must be true or false"),
+    let insecure = switch(args.insecure, "SAGAFLOW_INSECURE", file.insecure, env)?;
+    let read_open = switch(args.read_open, "SAGAFLOW_READ_OPEN", file.read_open, env)?;
+
+    // Keys from both places: a key is never dropped because another source has some too.
+    let mut api_keys: Vec<(ApiKey, String)> = Vec::new();
+    for (i, k) in file.api_keys.unwrap_or_default().into_iter().enumerate() {
+        let source = format!("{file_name}: api_keys[{i}]");
+        let rights = k
+            .rights
+            .iter()
+            .map(|r| r.parse::<Right>())
+            .collect::<Result<Rights, _>>()
+            .map_err(|e| anyhow::anyhow!("{source}.rights: {e}"))?;
+        let key = api_key(&k.name, &k.sha256, rights)
+            .map_err(|e| anyhow::anyhow!("{source} (name {:?}): {e}", k.name))?;
+        api_keys.push((key, source));
+    }
+    if let Some(list) = env("SAGAFLOW_API_KEYS") {
+        for (i, entry) in list.split(',').map(str::trim).enumerate() {
+            if entry.is_empty() {
+                continue;
+            }
+            let source = format!("SAGAFLOW_API_KEYS entry {} ({entry:?})", i + 1);
+            let key = env_key(entry).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+            api_keys.push((key, source));
         }
-    } else {
-        file.insecure.unwrap_or(false)
-    };
+    }
+    for (i, (key, source)) in api_keys.iter().enumerate() {
+        for (other, other_source) in &api_keys[..i] {
+            if other.name == key.name {
+                bail!(
+                    "{source}: the name {:?} is taken by {other_source}; give each key its own name",
+                    key.name
+                );
+            }
+            if other.sha256 == key.sha256 {
+                bail!(
+                    "{source}: the same key as {other_source} ({:?}); configure each key once",
+                    other.name
+                );
+            }
+        }
+    }
     Ok(ServeConfig {
         listen,
         database_url,
         body_limit,
         insecure,
+        api_keys: api_keys.into_iter().map(|(k, _)| k).collect(),
+        read_open,
+    })
+}
+
+/// An on/off setting: the flag, else the environment variable, else the file, else off.
+fn switch(flag: bool, var: &str, from_file: Option<bool>, env: Env) -> anyhow::Result<bool> {
+    if flag {
+        return Ok(true);
+    }
+    match env(var) {
+        Some(v) => match v.as_str() {
+            "1" | "true" | "yes" => Ok(true),
+            "0" | "false" | "no" | "" => Ok(false),
+            _ => bail!("{var} = {v:?} must be true or false"),
+        },
+        None => Ok(from_file.unwrap_or(false)),
+    }
+}
+
+/// One `SAGAFLOW_API_KEYS` entry: `NAME:SHA256:RIGHT+RIGHT`.
+fn env_key(entry: &str) -> anyhow::Result<ApiKey> {
+    let parts: Vec<&str> = entry.split(':').collect();
+    let [name, sha256, rights] = parts[..] else {
+        bail!("expected NAME:SHA256:RIGHT+RIGHT, e.g. ops:<64 hex digits>:operate+read");
+    };
+    let rights = rights
+        .split('+')
+        .map(|r| r.trim().parse::<Right>())
+        .collect::<Result<Rights, _>>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    api_key(name.trim(), sha256.trim(), rights)
+}
+
+/// A key from its parts, each checked.
+fn api_key(name: &str, sha256: &str, rights: Rights) -> anyhow::Result<ApiKey> {
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !name_ok {
+        bail!("name {name:?} must be 1 to 64 letters, digits, `-`, `_` or `.`");
+    }
+    let sha256 =
+        sagaflow_api::parse_sha256_hex(sha256).map_err(|e| anyhow::anyhow!("sha256: {e}"))?;
+    if rights.is_empty() {
+        bail!("no rights; give it operate and/or read");
+    }
+    Ok(ApiKey {
+        name: name.to_string(),
+        sha256,
+        rights,
     })
 }
 
@@ -182,12 +305,12 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
 }
 
 impl ServeConfig {
-    /// Refuses a non-loopback address unless explicitly allowed: the API has no keys yet, so
-    /// anyone who can reach the port could cancel sagas.
+    /// Refuses a non-loopback address without API keys unless explicitly allowed: anyone who
+    /// could reach the port could cancel sagas.
     pub fn check_exposure(&self) -> anyhow::Result<()> {
-        if !self.listen.ip().is_loopback() && !self.insecure {
+        if !self.listen.ip().is_loopback() && self.api_keys.is_empty() && !self.insecure {
             bail!(
-                "refusing to listen on {}: it is not a loopback address and no API keys are configured, so anyone who can reach it could start, cancel and resume sagas. Listen on 127.0.0.1, or pass --insecure (SAGAFLOW_INSECURE=true) if the network is protected otherwise",
+                "refusing to listen on {}: it is not a loopback address and no API keys are configured, so anyone who can reach it could start, cancel and resume sagas. Configure API keys (`sagaflow key new` makes one; see `sagaflow serve --help`), listen on 127.0.0.1, or pass --insecure (SAGAFLOW_INSECURE=true) if the network is protected otherwise",
                 self.listen
             );
         }
@@ -302,5 +425,183 @@ mod tests {
         );
         let c = resolve(&args, None, &env_of(&[("SAGAFLOW_INSECURE", "true")])).unwrap();
         assert!(c.check_exposure().is_ok());
+    }
+
+    fn hash_of(key: &str) -> String {
+        sagaflow_api::to_hex(&sagaflow_api::hash_key(key))
+    }
+
+    #[test]
+    fn keys_come_from_the_file_and_the_environment_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "read_open = true\n\n[[api_keys]]\nname = \"ops\"\nsha256 = \"{}\"\nrights = [\"operate\", \"read\"]\n",
+                hash_of("sfk_ops")
+            ),
+        )
+        .unwrap();
+        let env_keys = format!(
+            "dash:{}:read, ci:{}:operate",
+            hash_of("sfk_dash"),
+            hash_of("sfk_ci").to_uppercase()
+        );
+        let env = env_of(&[
+            ("SAGAFLOW_CONFIG", file.to_str().unwrap()),
+            ("SAGAFLOW_API_KEYS", &env_keys),
+        ]);
+        let c = resolve(&ServeArgs::default(), None, &env).unwrap();
+        assert!(c.read_open);
+        let keys: Vec<(&str, String)> = c
+            .api_keys
+            .iter()
+            .map(|k| (k.name.as_str(), k.rights.to_string()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("ops", "operate+read".to_string()),
+                ("dash", "read".to_string()),
+                ("ci", "operate".to_string())
+            ]
+        );
+        assert_eq!(c.api_keys[2].sha256, sagaflow_api::hash_key("sfk_ci"));
+
+        // The environment's switch beats the file's; the flag beats both.
+        let env = env_of(&[
+            ("SAGAFLOW_CONFIG", file.to_str().unwrap()),
+            ("SAGAFLOW_READ_OPEN", "false"),
+        ]);
+        assert!(
+            !resolve(&ServeArgs::default(), None, &env)
+                .unwrap()
+                .read_open
+        );
+        let args = ServeArgs {
+            read_open: true,
+            ..ServeArgs::default()
+        };
+        assert!(resolve(&args, None, &env).unwrap().read_open);
+        let c = resolve(&ServeArgs::default(), None, &env_of(&[])).unwrap();
+        assert!(c.api_keys.is_empty() && !c.read_open, "none by default");
+    }
+
+    #[test]
+    fn a_bad_key_names_its_source() {
+        let good = hash_of("sfk_x");
+        let env_err = |value: &str| {
+            resolve(
+                &ServeArgs::default(),
+                None,
+                &env_of(&[("SAGAFLOW_API_KEYS", value)]),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let e = env_err(&format!("ops:{good}:operate,dash:abc:read"));
+        assert!(
+            e.starts_with("SAGAFLOW_API_KEYS entry 2 (\"dash:abc:read\"): sha256: a SHA-256 is 64 hex digits, this has 3 characters"),
+            "{e}"
+        );
+        let e = env_err(&format!("ops:{good}:operate+admin"));
+        assert!(
+            e.starts_with("SAGAFLOW_API_KEYS entry 1") && e.contains("unknown right \"admin\""),
+            "{e}"
+        );
+        let e = env_err(&format!("ops:{}:read", "z".repeat(64)));
+        assert!(e.contains("hex digits (0-9, a-f)"), "{e}");
+        let e = env_err("just-a-name");
+        assert!(e.contains("expected NAME:SHA256:RIGHT+RIGHT"), "{e}");
+        let e = env_err(&format!("o ps:{good}:read"));
+        assert!(e.contains("name \"o ps\" must be"), "{e}");
+        let e = env_err(&format!("ops:{good}:"));
+        assert!(e.contains("unknown right \"\""), "{e}");
+        let e = env_err(&format!("ops:{good}:read,ops:{}:read", hash_of("sfk_y")));
+        assert!(
+            e.contains("entry 2") && e.contains("taken by SAGAFLOW_API_KEYS entry 1"),
+            "{e}"
+        );
+        let e = env_err(&format!("ops:{good}:read,other:{good}:operate"));
+        assert!(e.contains("the same key as"), "{e}");
+        // A key pasted where its hash belongs.
+        let e = env_err(&format!("ops:sfk_{good}:read"));
+        assert!(e.contains("looks like a key itself"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        };
+        let file_err = |text: String| {
+            std::fs::write(&file, text).unwrap();
+            format!("{:#}", resolve(&args, None, &env_of(&[])).unwrap_err())
+        };
+        let e = file_err(format!(
+            "[[api_keys]]\nname = \"ops\"\nsha256 = \"{good}\"\nrights = [\"root\"]\n"
+        ));
+        assert!(
+            e.contains("bad.toml: api_keys[0].rights: unknown right \"root\""),
+            "{e}"
+        );
+        let e =
+            file_err("[[api_keys]]\nname = \"ops\"\nsha256 = \"00\"\nrights = [\"read\"]\n".into());
+        assert!(
+            e.contains("bad.toml: api_keys[0] (name \"ops\"): sha256: a SHA-256 is 64 hex digits"),
+            "{e}"
+        );
+        let e = file_err(format!(
+            "[[api_keys]]\nname = \"ops\"\nsha256 = \"{good}\"\nrights = []\n"
+        ));
+        assert!(e.contains("api_keys[0] (name \"ops\"): no rights"), "{e}");
+        let e = file_err(format!("[[api_keys]]\nname = \"ops\"\nkey = \"{good}\"\n"));
+        assert!(
+            e.contains("--config") && e.contains("unknown field `key`"),
+            "{e}"
+        );
+        // The file's key and the environment's clash: both sources named.
+        std::fs::write(
+            &file,
+            format!("[[api_keys]]\nname = \"ops\"\nsha256 = \"{good}\"\nrights = [\"read\"]\n"),
+        )
+        .unwrap();
+        let env = env_of(&[(
+            "SAGAFLOW_API_KEYS",
+            "ops:0000000000000000000000000000000000000000000000000000000000000000:read",
+        )]);
+        let e = resolve(&args, None, &env).unwrap_err().to_string();
+        assert!(
+            e.starts_with("SAGAFLOW_API_KEYS entry 1") && e.contains("bad.toml: api_keys[0]"),
+            "{e}"
+        );
+        let e = resolve(
+            &ServeArgs::default(),
+            None,
+            &env_of(&[("SAGAFLOW_READ_OPEN", "maybe")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "SAGAFLOW_READ_OPEN = \"maybe\" must be true or false");
+    }
+
+    #[test]
+    fn with_keys_a_public_address_needs_no_insecure() {
+        let args = ServeArgs {
+            listen: Some("0.0.0.0:8080".into()),
+            ..ServeArgs::default()
+        };
+        let keys = format!("ops:{}:operate+read", hash_of("sfk_ops"));
+        let c = resolve(&args, None, &env_of(&[("SAGAFLOW_API_KEYS", &keys)])).unwrap();
+        assert_eq!(c.api_keys.len(), 1);
+        assert!(!c.insecure);
+        assert!(c.check_exposure().is_ok());
+        let c = resolve(&args, None, &env_of(&[])).unwrap();
+        let e = c.check_exposure().unwrap_err().to_string();
+        assert!(
+            e.contains("Configure API keys") && e.contains("--insecure"),
+            "{e}"
+        );
     }
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod drill;
+pub mod key_cmd;
 pub mod saga_cmd;
 pub mod serve;
 pub mod store_url;

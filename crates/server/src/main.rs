@@ -33,6 +33,9 @@ enum Command {
     /// Inspect and repair sagas.
     #[command(subcommand)]
     Saga(saga_cmd::SagaCommand),
+    /// Make API keys for `serve`.
+    #[command(subcommand)]
+    Key(sagaflow::key_cmd::KeyCommand),
     /// Crash-recovery workload used by the test suite.
     #[command(hide = true)]
     Drill(drill::DrillArgs),
@@ -75,6 +78,7 @@ async fn main() -> std::process::ExitCode {
         Command::Demo => demo::run(&embedded()).await,
         Command::Bench(args) => bench::run(args, url.clone()).await,
         Command::Saga(cmd) => saga_cmd::run(&embedded(), cmd).await,
+        Command::Key(cmd) => sagaflow::key_cmd::run(cmd),
         Command::Drill(args) => drill::run(args, &embedded()).await,
     };
     match result {

@@ -42,6 +42,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         engine: engine.clone(),
         config: sagaflow_api::ApiConfig {
             body_limit_bytes: config.body_limit,
+            keys: config.api_keys.clone(),
+            read_open: config.read_open,
         },
     });
     let base = format!("http://{addr}");
@@ -52,6 +54,19 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     println!("  API:      {base}/api/v1");
     println!("  OpenAPI:  {base}/api/v1/openapi.json");
     println!("  health:   {base}/healthz");
+    if config.api_keys.is_empty() {
+        println!("  auth:     none (no API keys configured; everything is open)");
+    } else {
+        let reading = if config.read_open {
+            "open"
+        } else {
+            "needs `read`"
+        };
+        println!(
+            "  auth:     {} API key(s); operating needs `operate`, reading {reading}",
+            config.api_keys.len()
+        );
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(crate::drill::shutdown_signal())
         .await

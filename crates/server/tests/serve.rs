@@ -264,3 +264,78 @@ fn a_bad_setting_names_its_source_and_a_public_address_needs_insecure() {
         "{err}"
     );
 }
+
+#[test]
+fn with_an_api_key_a_public_address_is_served_and_operating_needs_the_key() {
+    // `key new` makes the key and the configuration entry for its hash.
+    let out = Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+        .args(["key", "new", "--name", "e2e", "--rights", "operate,read"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let key = printed
+        .split_whitespace()
+        .find(|w| w.starts_with("sfk_"))
+        .unwrap_or_else(|| panic!("no key in {printed}"))
+        .to_string();
+    let entry = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("e2e:"))
+        .unwrap_or_else(|| panic!("no SAGAFLOW_API_KEYS entry in {printed}"))
+        .to_string();
+    assert!(
+        !entry.contains(&key[4..]),
+        "the key itself is never configured"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("keyed.db").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--database-url", &url])
+        .env_remove("SAGAFLOW_DATABASE_URL")
+        .env_remove("SAGAFLOW_LISTEN")
+        .env_remove("SAGAFLOW_CONFIG")
+        .env_remove("SAGAFLOW_INSECURE")
+        .env_remove("SAGAFLOW_READ_OPEN")
+        .env("SAGAFLOW_API_KEYS", &entry)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn sagaflow serve");
+    let mut first = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let port = first
+        .split("http://0.0.0.0:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("not listening on 0.0.0.0: {first:?}"))
+        .to_string();
+    let server = Server {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+    };
+    let (code, _) = server.call("GET", "/healthz", None, &[]);
+    assert_eq!(code, 200);
+    let start =
+        json!({"definition": "order", "input": {"product": "book", "qty": 1, "amount": 30}});
+    let (code, body) = server.call("POST", "/api/v1/sagas", Some(start.clone()), &[]);
+    assert_eq!(code, 401, "{body}");
+    assert_eq!(body["code"], "unauthorized");
+    let (code, _) = server.call("GET", "/api/v1/sagas", None, &[]);
+    assert_eq!(code, 401, "reading is not open by default");
+    let bearer = format!("Bearer {key}");
+    let (code, body) = server.call(
+        "POST",
+        "/api/v1/sagas",
+        Some(start),
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(code, 202, "{body}");
+    let (code, _) = server.call("GET", "/api/v1/sagas", None, &[("X-API-Key", &key)]);
+    assert_eq!(code, 200);
+    server.stop();
+}
