@@ -28,7 +28,8 @@ where
     }
 }
 
-/// A JSON body that may be left out altogether (an empty body means `T::default()`).
+/// A JSON body that may be left out altogether: an empty body, or JSON `null` (which the
+/// document allows), means `T::default()`.
 #[derive(Debug, Clone)]
 pub struct OptionalJson<T>(pub T);
 
@@ -46,7 +47,7 @@ where
             return Ok(OptionalJson(T::default()));
         }
         require_json(&headers)?;
-        parse_json(&bytes).map(OptionalJson)
+        parse_json::<Option<T>>(&bytes).map(|body| OptionalJson(body.unwrap_or_default()))
     }
 }
 

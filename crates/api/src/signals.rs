@@ -18,6 +18,7 @@ use crate::ApiState;
 #[serde(deny_unknown_fields)]
 pub struct SignalRequest {
     /// The signal's name (a parked step may wait for one name only).
+    #[schema(min_length = 1)]
     pub name: String,
     /// The one saga to signal.
     #[serde(default)]

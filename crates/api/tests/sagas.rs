@@ -257,6 +257,28 @@ async fn cancelling_a_parked_saga_compensates_it() {
     api.stop().await;
 }
 
+/// Found by schemathesis: the document allows a JSON `null` cancel body (it is optional), so
+/// `null` means "no body", not 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_null_cancel_body_is_the_same_as_none() {
+    let api = Api::start().await;
+    let id = api.start_order(json!({"park": "charge"})).await;
+    api.wait_status(&id, "waiting").await;
+    let reply = api
+        .post(&format!("/api/v1/sagas/{id}/cancel"), json!(null))
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{reply:?}");
+    assert_eq!(reply.body["status"], "compensating");
+    api.wait_status(&id, "compensated").await;
+    // A body of another type is still refused.
+    let wrong = api
+        .post(&format!("/api/v1/sagas/{id}/cancel"), json!(5))
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY, "{wrong:?}");
+    assert_eq!(wrong.code(), "wrong_type");
+    api.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_after_the_pivot_is_409_and_resume_of_a_running_saga_is_409() {
     let api = Api::start().await;
