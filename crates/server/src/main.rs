@@ -1,6 +1,6 @@
 //! The sagaflow binary: `serve` (the default) runs the engine behind the HTTP API; `demo`
-//! runs a saga three ways and prints the journals; `bench` measures; `saga ls|show|cancel|
-//! resume` inspect and repair sagas in a database.
+//! runs a saga three ways and prints the journals; `bench` measures; `saga …` and `signal`
+//! inspect and steer sagas through a running server.
 
 use clap::{Parser, Subcommand};
 use sagaflow::config::{ServeArgs, DEFAULT_DATABASE_URL};
@@ -30,9 +30,20 @@ enum Command {
     Demo,
     /// Measure sagas per second and latency with in-process no-op steps.
     Bench(bench::BenchArgs),
-    /// Inspect and repair sagas.
-    #[command(subcommand)]
-    Saga(saga_cmd::SagaCommand),
+    /// Inspect and repair sagas through a running server's API.
+    Saga {
+        #[command(flatten)]
+        client: saga_cmd::ClientArgs,
+        #[command(subcommand)]
+        command: saga_cmd::SagaCommand,
+    },
+    /// Wake parked sagas through a running server's API.
+    Signal {
+        #[command(flatten)]
+        client: saga_cmd::ClientArgs,
+        #[command(flatten)]
+        args: saga_cmd::SignalArgs,
+    },
     /// Make API keys for `serve`.
     #[command(subcommand)]
     Key(sagaflow::key_cmd::KeyCommand),
@@ -77,7 +88,8 @@ async fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args, flag.as_deref()).await,
         Command::Demo => demo::run(&embedded()).await,
         Command::Bench(args) => bench::run(args, url.clone()).await,
-        Command::Saga(cmd) => saga_cmd::run(&embedded(), cmd).await,
+        Command::Saga { client, command } => saga_cmd::run(&client, command).await,
+        Command::Signal { client, args } => saga_cmd::signal(&client, args).await,
         Command::Key(cmd) => sagaflow::key_cmd::run(cmd),
         Command::Drill(args) => drill::run(args, &embedded()).await,
     };

@@ -232,6 +232,73 @@ fn two_servers_side_by_side_run_sagas_through_the_api() {
     let (_, saga) = a.call("GET", &format!("/api/v1/sagas/{ok}"), None, &[]);
     assert_eq!(saga["request_id"], "e2e-1", "{saga}");
 
+    // The command line talks to the same API.
+    let server = format!("http://{}", a.addr);
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+            .args(args)
+            .args(["--server", &server])
+            .env_remove("SAGAFLOW_SERVER")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok_ls, table, _) = cli(&["saga", "ls", "--status", "compensated"]);
+    assert!(ok_ls);
+    assert_eq!(
+        table.lines().count(),
+        3,
+        "a header and two compensated sagas:\n{table}"
+    );
+    let (_, listed, _) = cli(&["saga", "ls", "--json"]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 3);
+    let (_, shown, _) = cli(&["saga", "show", &ok]);
+    assert!(
+        shown.contains("completed") && shown.contains("e2e-1"),
+        "{shown}"
+    );
+    let (_, history, _) = cli(&["saga", "history", &declined]);
+    assert!(
+        history.contains("reserve_stock") && history.contains("compensation"),
+        "{history}"
+    );
+    let (refused, _, err) = cli(&["saga", "cancel", &ok]);
+    assert!(!refused && err.contains("pivot"), "{err}");
+    let (missing, _, err) = cli(&["saga", "show", "nope"]);
+    assert!(!missing && err.contains("saga_not_found"), "{err}");
+    let lamp = a.start_saga(json!({"product": "lamp", "qty": 1, "amount": 10}), &[]);
+    a.wait_status(&lamp, "waiting");
+    let (signalled, out, err) = cli(&["signal", "stock_added", "--correlation-key", "lamp"]);
+    assert!(
+        signalled && out.contains("reached 1 saga(s)") && out.contains(&lamp),
+        "{out}{err}"
+    );
+    a.wait_status(&lamp, "waiting");
+    let (cancelled, out, _) = cli(&["saga", "cancel", &lamp, "--reason", "from the CLI"]);
+    // Nothing was done (the reservation parked), so there is nothing to undo: it ends at once.
+    assert!(cancelled && out.contains("is compensated"), "{out}");
+    a.wait_status(&lamp, "compensated");
+    let (unreachable, _, err) = {
+        let out = Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+            .args(["saga", "ls", "--server", "http://127.0.0.1:9"])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            (),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(
+        !unreachable && err.contains("cannot reach sagaflow"),
+        "{err}"
+    );
+
     // The other server has its own file: it knows none of these sagas.
     let (code, _) = b.call("GET", &format!("/api/v1/sagas/{ok}"), None, &[]);
     assert_eq!(code, 404);
