@@ -303,15 +303,22 @@ impl Applier {
         {
             match outcome {
                 CommitOutcome::Applied => {
-                    tracing::debug!(
+                    // One span per committed decision, in the saga's trace.
+                    let span = tracing::info_span!(
+                        "decision",
                         saga_id = %p.state.saga_id,
                         definition = %p.def.name,
                         version = p.def.version,
                         status = p.state.status.as_str(),
-                        events = ?p.events.iter().map(Event::type_name).collect::<Vec<_>>(),
                         request_id = p.state.request_id.as_deref().unwrap_or(""),
-                        "decision committed"
                     );
+                    crate::trace::join(&span, p.state.traceparent.as_deref());
+                    span.in_scope(|| {
+                        tracing::debug!(
+                            events = ?p.events.iter().map(Event::type_name).collect::<Vec<_>>(),
+                            "decision committed"
+                        )
+                    });
                     self.shared.metrics.committed(
                         &p.def,
                         p.base.as_ref(),

@@ -15,6 +15,7 @@ mod participant;
 mod registry;
 mod reply;
 mod timer;
+mod trace;
 
 pub use async_trait::async_trait;
 pub use bus::MemoryBus;

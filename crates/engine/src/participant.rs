@@ -228,6 +228,7 @@ impl Ctx {
             request_id = env.request_id.as_deref().unwrap_or(""),
             traceparent = env.traceparent.as_deref().unwrap_or(""),
         );
+        crate::trace::join(&span, env.traceparent.as_deref());
         let reply = self
             .run_handler(&env, &payload, call)
             .instrument(span)

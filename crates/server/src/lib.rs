@@ -9,3 +9,4 @@ pub mod key_cmd;
 pub mod saga_cmd;
 pub mod serve;
 pub mod store_url;
+pub mod telemetry;

@@ -55,23 +55,17 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SAGAFLOW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let format = cli
         .log_format
         .clone()
         .or_else(|| std::env::var("SAGAFLOW_LOG_FORMAT").ok());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format.as_deref() {
-        Some("json") => logs.json().init(),
-        Some("text") | None => logs.init(),
-        Some(other) => {
-            eprintln!("error: SAGAFLOW_LOG_FORMAT = {other:?} must be text or json");
+    let _telemetry = match sagaflow::telemetry::init(format.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
             return std::process::ExitCode::FAILURE;
         }
-    }
+    };
     // `serve` resolves its own settings so it can say where each came from.
     let flag = cli.database_url;
     let url = flag

@@ -406,3 +406,99 @@ fn with_an_api_key_a_public_address_is_served_and_operating_needs_the_key() {
     assert_eq!(code, 200);
     server.stop();
 }
+
+/// What the stand-in collector received: each request's path and body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A stand-in OTLP/HTTP collector: records each request's path and body.
+fn fake_collector() -> (String, Received) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut length = 0usize;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            record.lock().unwrap().push((path, body));
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+#[test]
+fn spans_are_exported_over_otlp_in_the_requests_trace() {
+    let (collector, seen) = fake_collector();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("otel.db").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env_remove("SAGAFLOW_LISTEN")
+        .env_remove("SAGAFLOW_CONFIG")
+        .env_remove("SAGAFLOW_API_KEYS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let server = Server { child, addr };
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let id = server.start_saga(
+        json!({"product": "book", "qty": 1, "amount": 30}),
+        &[("traceparent", traceparent.as_str())],
+    );
+    server.wait_status(&id, "completed");
+    server.stop();
+    // The decision and attempt spans carry the request's trace id (16 raw bytes in OTLP).
+    let trace_bytes: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter().any(|(path, _)| path == "/v1/traces"),
+        "no OTLP export: {:?}",
+        seen.iter().map(|s| &s.0).collect::<Vec<_>>()
+    );
+    assert!(
+        seen.iter()
+            .any(|(_, body)| body.windows(16).any(|w| w == trace_bytes.as_slice())),
+        "no exported span is in the request's trace"
+    );
+}
