@@ -53,6 +53,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
     println!("  API:      {base}/api/v1");
     println!("  OpenAPI:  {base}/api/v1/openapi.json");
+    println!("  docs:     {base}/api/docs");
+    println!("  metrics:  {base}/metrics");
     println!("  health:   {base}/healthz");
     if config.api_keys.is_empty() {
         println!("  auth:     none (no API keys configured; everything is open)");

@@ -111,9 +111,14 @@ fn json_logs_are_one_object_per_line_with_the_saga_id() {
         .filter(|v: &serde_json::Value| v["fields"]["message"] == "decision committed")
         .collect();
     assert!(!decisions.is_empty(), "{stderr}");
-    assert!(decisions.iter().all(|d| d["fields"]["saga_id"]
-        .as_str()
-        .is_some_and(|s| !s.is_empty())));
+    // Each decision's line is inside its `decision` span, which carries the saga id.
+    for d in &decisions {
+        assert_eq!(d["span"]["name"], "decision", "{d}");
+        assert!(
+            d["span"]["saga_id"].as_str().is_some_and(|s| !s.is_empty()),
+            "{d}"
+        );
+    }
     let bad = sagaflow(&["demo", "--log-format", "xml"]);
     assert!(!bad.status.success());
 }
