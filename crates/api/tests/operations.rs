@@ -157,11 +157,11 @@ async fn wait_letters(api: &Api, what: &str, done: impl Fn(&[Value]) -> bool) ->
 async fn dead_letters_are_listed_replayed_and_discarded() {
     let api = Api::start().await;
     api.bus
-        .publish(REPLY_TOPIC, b"this is no reply".to_vec())
+        .publish(REPLY_TOPIC, "bad-1", b"this is no reply".to_vec())
         .await
         .expect("publish");
     api.bus
-        .publish(REPLY_TOPIC, vec![0xff, 0xfe, b'x'])
+        .publish(REPLY_TOPIC, "bad-2", vec![0xff, 0xfe, b'x'])
         .await
         .expect("publish");
     let letters = wait_letters(&api, "two", |l| l.len() == 2).await;

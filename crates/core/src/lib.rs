@@ -35,4 +35,6 @@ pub use store::{
     Decision, OutboxRow, ParticipantTx, SagaFilter, SqlValue, Store, StoreError, StoreStats,
     TimerRow,
 };
-pub use transport::{Acker, Delivery, Subscription, Transport, TransportError};
+pub use transport::{
+    Acker, DeadLetterSink, DeadLetters, Delivery, Subscription, Transport, TransportError,
+};

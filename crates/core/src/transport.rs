@@ -1,4 +1,20 @@
-//! The Transport port: publish envelopes to topics; consume them with acknowledgement.
+//! The Transport port: publish messages to topics; consume them in consumer groups with
+//! acknowledgement; hand a message that keeps failing to the dead letters.
+//!
+//! What every transport promises (the conformance suite in `sagaflow-testkit` checks it):
+//! - `publish` returns `Ok` only once the message is safely with the broker;
+//! - a message is delivered to one member of each group, and again until it is acked: after
+//!   a nack, and after its consumer went away without settling it;
+//! - the same `message_id` published twice (within the broker's de-duplication window) is
+//!   delivered once;
+//! - a single consumer that settles each message before taking the next sees one topic's
+//!   messages in the order they were published;
+//! - a message delivered `max_deliver` times without an ack goes to the [`DeadLetterSink`]
+//!   with the reason, and is not delivered again;
+//! - after the broker restarts, publishing and consuming resume by themselves, and nothing
+//!   published before is lost.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use thiserror::Error;
@@ -9,6 +25,9 @@ pub enum TransportError {
     /// The broker cannot be reached; trying again may help.
     #[error("transport unavailable: {0}")]
     Unavailable(String),
+    /// The request cannot work as asked (a bad topic or group name, a bad URL).
+    #[error("transport refused: {0}")]
+    Invalid(String),
     /// The transport was closed.
     #[error("transport closed")]
     Closed,
@@ -16,10 +35,11 @@ pub enum TransportError {
 
 /// Settles one delivery.
 #[async_trait]
-pub trait Acker: Send {
+pub trait Acker: Send + Sync {
     /// Processed: do not deliver again.
     async fn ack(self: Box<Self>);
-    /// Not processed: deliver again.
+    /// Not processed: deliver again (after the transport's retry delay), or hand it to the
+    /// dead letters once it has been delivered `max_deliver` times.
     async fn nack(self: Box<Self>);
 }
 
@@ -54,15 +74,41 @@ pub trait Subscription: Send {
     async fn next(&mut self) -> Option<Delivery>;
 }
 
+/// Where a transport puts a message that exhausted its deliveries.
+#[async_trait]
+pub trait DeadLetterSink: Send + Sync + 'static {
+    /// Keeps the message with the reason; an error leaves it with the broker, to be tried again.
+    async fn dead_letter(
+        &self,
+        topic: &str,
+        body: &[u8],
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), String>;
+}
+
+/// A shared dead-letter sink.
+pub type DeadLetters = Arc<dyn DeadLetterSink>;
+
 /// The Transport port.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
-    /// Publishes a body to a topic.
-    async fn publish(&self, topic: &str, body: Vec<u8>) -> Result<(), TransportError>;
+    /// Publishes a body to a topic. `message_id` identifies the message: publishing the same
+    /// id again (a retry after an unanswered publish) delivers it once.
+    async fn publish(
+        &self,
+        topic: &str,
+        message_id: &str,
+        body: Vec<u8>,
+    ) -> Result<(), TransportError>;
     /// Consumes a topic as one member of `group`: each message goes to one member.
     async fn subscribe(
         &self,
         topic: &str,
         group: &str,
     ) -> Result<Box<dyn Subscription>, TransportError>;
+    /// Is the broker reachable now? (For readiness checks.)
+    async fn ready(&self) -> Result<(), TransportError> {
+        Ok(())
+    }
 }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use sagaflow_core::decide::decide_with_state;
 use sagaflow_core::{
-    command_topic, effects, start_with, CommandPayload, CommitOutcome, DecideContext, Decision,
-    Definition, Envelope, Event, Input, JournalEntry, MessageKind, OutboxRow, Refusal, SagaId,
-    SagaState, StartMeta, Status, StoreError, TimerChange, TimerSlot,
+    command_topic, effects, start_with, Acker, CommandPayload, CommitOutcome, DecideContext,
+    Decision, Definition, Envelope, Event, Input, JournalEntry, MessageKind, OutboxRow, Refusal,
+    SagaId, SagaState, StartMeta, Status, StoreError, TimerChange, TimerSlot,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -24,11 +24,46 @@ const MAX_CONFLICT_RETRIES: u8 = 16;
 /// Cached saga states kept between batches before the cache starts over.
 const CACHE_MAX: usize = 200_000;
 
-/// Where a message-borne input came from, so it can be dead-lettered with a reason.
-#[derive(Debug, Clone)]
+/// Where a message-borne input came from, so it can be dead-lettered with a reason, and
+/// how to settle its delivery: acked once its decision is committed (or it was refused for
+/// good), nacked when the store failed, so the broker delivers it again.
 pub(crate) struct Origin {
     pub topic: String,
     pub body: Vec<u8>,
+    pub acker: Option<Box<dyn Acker>>,
+}
+
+/// Deliveries to settle once a batch is done: `true` to ack, `false` to nack.
+type Settle = Vec<(Box<dyn Acker>, bool)>;
+
+/// How long a delivery whose input could not be committed waits before it is nacked, so a
+/// store that is down is not hammered by redeliveries.
+const STORE_DOWN_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Settles a batch's deliveries off the decision loop.
+fn settle(deliveries: Settle) {
+    if deliveries.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        if deliveries.iter().any(|(_, ok)| !ok) {
+            tokio::time::sleep(STORE_DOWN_BACKOFF).await;
+        }
+        for (acker, ok) in deliveries {
+            if ok {
+                acker.ack().await
+            } else {
+                acker.nack().await
+            }
+        }
+    });
+}
+
+/// Adds an input's delivery, if it came by message, to the batch's settle list.
+fn settle_later(settling: &mut Settle, origin: Option<Origin>, ok: bool) {
+    if let Some(acker) = origin.and_then(|o| o.acker) {
+        settling.push((acker, ok));
+    }
 }
 
 /// Where a start's answer goes.
@@ -145,6 +180,7 @@ impl Applier {
             self.cache.clear();
         }
         let unavailable = self.load_missing(&batch).await;
+        let mut settling: Settle = Vec::new();
 
         let mut order: Vec<SagaId> = Vec::new();
         let mut pending: HashMap<SagaId, Pending> = HashMap::new();
@@ -187,6 +223,7 @@ impl Applier {
                         // Not "not found": the store could not say. A reply comes back with
                         // its outbox row's redelivery; a caller gets the error.
                         tracing::warn!(saga = %saga_id, error = %e, "saga could not be loaded");
+                        settle_later(&mut settling, origin, false);
                         if let Some(r) = respond {
                             let _ =
                                 r.send(Err(EngineError::Store(StoreError::Unavailable(e.clone()))));
@@ -196,15 +233,23 @@ impl Applier {
                     if !pending.contains_key(&saga_id) {
                         let Some(state) = self.cache.get(&saga_id).cloned() else {
                             let reason = format!("saga {saga_id} not found");
-                            self.reject(origin, respond, EngineError::NotFound(saga_id), &reason)
-                                .await;
+                            self.reject(
+                                origin,
+                                true,
+                                respond,
+                                EngineError::NotFound(saga_id),
+                                &reason,
+                                &mut settling,
+                            )
+                            .await;
                             continue;
                         };
                         let def = match self.definition(&state.definition, state.version).await {
                             Ok(def) => def,
                             Err(e) => {
                                 let reason = format!("saga {saga_id}: {e}");
-                                self.reject(origin, respond, e, &reason).await;
+                                self.reject(origin, true, respond, e, &reason, &mut settling)
+                                    .await;
                                 continue;
                             }
                         };
@@ -242,10 +287,12 @@ impl Applier {
                             let reason = refusal.to_string();
                             let dead = matches!(refusal, Refusal::MalformedReply { .. });
                             self.reject(
-                                origin.filter(|_| dead),
+                                origin,
+                                dead,
                                 respond,
                                 EngineError::Refused(refusal),
                                 &reason,
+                                &mut settling,
                             )
                             .await;
                         }
@@ -265,10 +312,11 @@ impl Applier {
                     decisions.push(decision);
                     committing.push(p);
                 }
-                None => answer(p, None),
+                None => answer(p, None, &mut settling),
             }
         }
         if decisions.is_empty() {
+            settle(settling);
             return;
         }
         let rows: Vec<Vec<OutboxRow>> = decisions.iter().map(|d| d.outbox.clone()).collect();
@@ -291,8 +339,9 @@ impl Applier {
                 self.shared.metrics.commit_failed();
                 for p in committing {
                     self.cache.remove(&p.state.saga_id);
-                    fail(p, &e.to_string());
+                    fail(p, &e.to_string(), &mut settling);
                 }
+                settle(settling);
                 return;
             }
         };
@@ -344,21 +393,22 @@ impl Applier {
                     } else {
                         self.cache.insert(s.saga_id.clone(), s.clone());
                     }
-                    answer(p, None);
+                    answer(p, None, &mut settling);
                 }
                 CommitOutcome::Conflict { .. } => {
                     self.shared.metrics.conflict();
                     self.cache.remove(&p.state.saga_id);
-                    self.retry(p);
+                    self.retry(p, &mut settling);
                 }
                 CommitOutcome::DuplicateStart { existing } => {
-                    answer(p, Some(existing));
+                    answer(p, Some(existing), &mut settling);
                 }
             }
         }
         if !to_publish.is_empty() {
             let _ = self.publish.send(to_publish);
         }
+        settle(settling);
         self.shared.notify_ends(&ends);
     }
 
@@ -491,7 +541,7 @@ impl Applier {
     }
 
     /// Queues a conflicted saga's inputs to be decided again on fresh state.
-    fn retry(&mut self, p: Pending) {
+    fn retry(&mut self, p: Pending, settling: &mut Settle) {
         if let Some((_, respond)) = p.start {
             let _ = respond.send(Err(EngineError::Contended(p.state.saga_id.clone())));
         }
@@ -500,6 +550,7 @@ impl Applier {
                 if let Some(r) = a.respond {
                     let _ = r.send(Err(EngineError::Contended(p.state.saga_id.clone())));
                 }
+                settle_later(settling, a.origin, false);
                 continue;
             }
             self.carry.push_back(Work::Input {
@@ -513,24 +564,33 @@ impl Applier {
         }
     }
 
-    /// Answers a refused input; a message that cannot apply goes to the dead letters.
+    /// Answers a refused input; a message that cannot apply (`dead`) goes to the dead
+    /// letters, and is delivered again if they cannot take it. A refused message that is
+    /// merely late (a duplicate reply, one for an attempt already resolved) is acked.
     async fn reject(
         &self,
         origin: Option<Origin>,
+        dead: bool,
         respond: Option<oneshot::Sender<Result<SagaState, EngineError>>>,
         error: EngineError,
         reason: &str,
+        settling: &mut Settle,
     ) {
         if let Some(o) = origin {
-            let now = self.shared.now();
-            if let Err(e) = self
-                .shared
-                .store
-                .put_dead_letter(&o.topic, &o.body, reason, 1, now)
-                .await
-            {
-                tracing::error!(error = %e, reason, "could not keep a dead letter");
+            let mut kept = true;
+            if dead {
+                let now = self.shared.now();
+                if let Err(e) = self
+                    .shared
+                    .store
+                    .put_dead_letter(&o.topic, &o.body, reason, 1, now)
+                    .await
+                {
+                    tracing::error!(error = %e, reason, "could not keep a dead letter");
+                    kept = false;
+                }
             }
+            settle_later(settling, Some(o), kept);
         }
         match respond {
             Some(r) => {
@@ -542,7 +602,7 @@ impl Applier {
 }
 
 /// Answers everyone waiting on a committed (or unchanged) saga.
-fn answer(p: Pending, duplicate_of: Option<SagaId>) {
+fn answer(p: Pending, duplicate_of: Option<SagaId>, settling: &mut Settle) {
     if let Some((_, respond)) = p.start {
         let started = match duplicate_of {
             Some(existing) => Started {
@@ -562,10 +622,11 @@ fn answer(p: Pending, duplicate_of: Option<SagaId>) {
         if let Some(r) = a.respond {
             let _ = r.send(Ok(p.state.clone()));
         }
+        settle_later(settling, a.origin, true);
     }
 }
 
-fn fail(p: Pending, error: &str) {
+fn fail(p: Pending, error: &str, settling: &mut Settle) {
     let err = || EngineError::Store(StoreError::Unavailable(error.to_string()));
     if let Some((_, respond)) = p.start {
         let _ = respond.send(Err(err()));
@@ -574,5 +635,6 @@ fn fail(p: Pending, error: &str) {
         if let Some(r) = a.respond {
             let _ = r.send(Err(err()));
         }
+        settle_later(settling, a.origin, false);
     }
 }

@@ -538,7 +538,11 @@ impl Engine {
         if let Err(e) = self
             .shared
             .transport
-            .publish(&letter.topic, letter.body.clone())
+            .publish(
+                &letter.topic,
+                &format!("dead-letter-{id}-replay"),
+                letter.body.clone(),
+            )
             .await
         {
             let now = self.shared.now();

@@ -7,6 +7,7 @@
 mod applier;
 mod bus;
 mod clock;
+mod dead_letters;
 mod engine;
 mod error;
 mod metrics;
@@ -20,6 +21,7 @@ mod trace;
 pub use async_trait::async_trait;
 pub use bus::MemoryBus;
 pub use clock::SystemClock;
+pub use dead_letters::StoreDeadLetters;
 pub use engine::{Engine, EngineBuilder, EngineConfig, SagaEnd, SignalTarget, StartSaga, Started};
 pub use error::EngineError;
 pub use metrics::Metrics;

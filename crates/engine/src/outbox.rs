@@ -28,7 +28,7 @@ pub(crate) async fn relay(
     loop {
         tokio::select! {
             rows = rx.recv() => match rows {
-                Some(rows) => publish(&shared, rows).await,
+                Some(rows) => publish(&shared, rows, None).await,
                 // The decision loop has stopped: everything it committed is published.
                 None => return,
             },
@@ -41,9 +41,16 @@ pub(crate) async fn relay(
     }
 }
 
-async fn publish(shared: &Shared, rows: Vec<OutboxRow>) {
+/// Publishes rows. A row first goes out under its idempotency key as message id; one claimed
+/// again (at `claimed_at`) is meant as a second delivery, so it goes out under a fresh id
+/// that a broker's de-duplication does not swallow.
+async fn publish(shared: &Shared, rows: Vec<OutboxRow>, claimed_at: Option<i64>) {
     for row in rows {
-        if let Err(e) = shared.transport.publish(&row.topic, row.body).await {
+        let id = match claimed_at {
+            None => row.key.clone(),
+            Some(at) => format!("{}#{at}", row.key),
+        };
+        if let Err(e) = shared.transport.publish(&row.topic, &id, row.body).await {
             // The row stays in the outbox; it is published again when its lease expires.
             tracing::warn!(key = %row.key, error = %e, "publish failed");
         }
@@ -73,7 +80,7 @@ async fn claim(shared: &Shared) {
         if !rows.is_empty() {
             tracing::debug!(count = rows.len(), "republishing unresolved outbox rows");
         }
-        publish(shared, rows).await;
+        publish(shared, rows, Some(now)).await;
         if !full {
             return;
         }

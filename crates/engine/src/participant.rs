@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sagaflow_core::{
-    command_topic, CommandPayload, Delivery, Envelope, MessageKind, Outcome, ParticipantTx, Phase,
-    Reply, Store, StoreError, Transport, TransportError, REPLY_TOPIC,
+    command_topic, CommandPayload, DeadLetterSink, Delivery, Envelope, MessageKind, Outcome,
+    ParticipantTx, Phase, Reply, Store, StoreError, Transport, TransportError, REPLY_TOPIC,
 };
 use serde_json::Value;
 use tokio::sync::{watch, Semaphore};
@@ -233,17 +233,18 @@ impl Ctx {
             .run_handler(&env, &payload, call)
             .instrument(span)
             .await;
-        match reply {
-            Some(reply) => {
-                if let Err(e) = self.transport.publish(REPLY_TOPIC, reply).await {
-                    // The command's outbox row is still there: it comes again, and the inbox
-                    // answers with the same reply.
-                    tracing::warn!(error = %e, "publishing a reply failed");
-                }
-                delivery.ack().await;
+        let Some(reply) = reply else {
+            // The database is unavailable: the command comes again after a pause.
+            return nack_later(delivery).await;
+        };
+        let reply_id = format!("{}:reply", payload.key);
+        match self.transport.publish(REPLY_TOPIC, &reply_id, reply).await {
+            Ok(()) => delivery.ack().await,
+            Err(e) => {
+                // The command comes again, and the inbox answers with the same reply.
+                tracing::warn!(error = %e, "publishing a reply failed");
+                nack_later(delivery).await
             }
-            // The database is unavailable: let the outbox lease bring the command back later.
-            None => delivery.ack().await,
         }
     }
 
@@ -340,32 +341,35 @@ impl Ctx {
     }
 
     async fn dead_letter(&self, delivery: Delivery, reason: &str) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        match self
-            .store
-            .put_dead_letter(
+        let sink = crate::dead_letters::StoreDeadLetters::new(self.store.clone());
+        let kept = sink
+            .dead_letter(
                 &delivery.topic,
                 &delivery.body,
                 reason,
                 delivery.redelivered + 1,
-                now,
             )
-            .await
-        {
-            Ok(_) => {
+            .await;
+        match kept {
+            Ok(()) => {
                 tracing::warn!(reason, service = %self.service, "command dead-lettered");
                 delivery.ack().await
             }
             Err(e) => {
-                // The command's outbox row brings it back when its lease ends.
-                tracing::error!(error = %e, "could not keep a dead letter; the outbox will send the command again");
-                delivery.ack().await
+                tracing::error!(error = %e, "could not keep a dead letter; the command comes again");
+                nack_later(delivery).await
             }
         }
     }
+}
+
+/// How long a command the participant could not handle for want of its database or broker
+/// waits before it is nacked, so a dependency that is down is not hammered.
+const UNAVAILABLE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
+
+async fn nack_later(delivery: Delivery) {
+    tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
+    delivery.nack().await
 }
 
 fn reply_envelope(command: &Envelope, payload: &CommandPayload, outcome: Outcome) -> Vec<u8> {

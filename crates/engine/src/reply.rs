@@ -48,22 +48,36 @@ pub(crate) async fn consume(
         let Some(delivery) = delivery else { return };
         match parse(&delivery.body) {
             Ok((saga_id, reply)) => {
+                // The delivery is acked once the reply's decision is committed, so a crash
+                // in between leaves it with the broker.
+                let sagaflow_core::Delivery {
+                    topic, body, acker, ..
+                } = delivery;
                 let item = Work::Input {
                     saga_id,
                     input: Input::Reply(reply),
                     fired: None,
                     origin: Some(Origin {
-                        topic: delivery.topic.clone(),
-                        body: delivery.body.clone(),
+                        topic,
+                        body,
+                        acker: Some(acker),
                     }),
                     respond: None,
                     retries: 0,
                 };
-                if work.send(item).await.is_err() {
-                    delivery.nack().await;
+                if let Err(mpsc::error::SendError(item)) = work.send(item).await {
+                    if let Work::Input {
+                        origin:
+                            Some(Origin {
+                                acker: Some(acker), ..
+                            }),
+                        ..
+                    } = item
+                    {
+                        acker.nack().await;
+                    }
                     return;
                 }
-                delivery.ack().await;
             }
             Err(reason) => {
                 let now = shared.now();

@@ -172,10 +172,56 @@ pub async fn duplicate_effects(store: &Arc<dyn Store>) -> Vec<String> {
         .collect()
 }
 
+/// The in-memory bus, with a record of every publish made through it (the bus itself drops
+/// duplicate message ids, so a test that wants to see a duplicate looks here).
+#[derive(Default)]
+pub struct Tap {
+    inner: MemoryBus,
+    published: std::sync::Mutex<Vec<(String, String, Vec<u8>)>>,
+}
+
+impl Tap {
+    /// The (message id, body) pairs published to `topic`, in order.
+    pub fn published_to(&self, topic: &str) -> Vec<(String, Vec<u8>)> {
+        self.published
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _, _)| t == topic)
+            .map(|(_, id, body)| (id.clone(), body.clone()))
+            .collect()
+    }
+}
+
+#[sagaflow_engine::async_trait]
+impl sagaflow_core::Transport for Tap {
+    async fn publish(
+        &self,
+        topic: &str,
+        message_id: &str,
+        body: Vec<u8>,
+    ) -> Result<(), sagaflow_core::TransportError> {
+        self.published.lock().unwrap().push((
+            topic.to_string(),
+            message_id.to_string(),
+            body.clone(),
+        ));
+        self.inner.publish(topic, message_id, body).await
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Box<dyn sagaflow_core::Subscription>, sagaflow_core::TransportError> {
+        self.inner.subscribe(topic, group).await
+    }
+}
+
 pub struct Harness {
     pub engine: Engine,
     pub store: Arc<dyn Store>,
-    pub bus: Arc<MemoryBus>,
+    pub bus: Arc<Tap>,
     pub participants: Vec<ParticipantHandle>,
     pub dir: Arc<tempfile::TempDir>,
 }
@@ -212,7 +258,7 @@ impl Harness {
     ) -> Result<Harness, sagaflow_engine::EngineError> {
         let store = open_store(&dir).await;
         prepare(&store).await;
-        let bus = Arc::new(MemoryBus::new());
+        let bus = Arc::new(Tap::default());
         let mut participants = Vec::new();
         for p in [shop_participant(), slow_participant()] {
             participants.push(
