@@ -1,7 +1,8 @@
-//! Test support shared by every sagaflow crate: the conformance suite each `Store` adapter
-//! passes, and fixtures that build realistic decisions with the real decider.
+//! Test support shared by every sagaflow crate: the conformance suites each `Store` and
+//! `Transport` adapter passes, and fixtures that build realistic decisions with the real decider.
 
 #![warn(missing_docs)]
 
 pub mod fixture;
 pub mod store_conformance;
+pub mod transport_conformance;
