@@ -93,8 +93,8 @@ pub type DeadLetters = Arc<dyn DeadLetterSink>;
 /// The Transport port.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
-    /// Publishes a body to a topic. `message_id` identifies the message: publishing the same
-    /// id again (a retry after an unanswered publish) delivers it once.
+    /// Publishes a body to a topic. `message_id` identifies the message among all topics:
+    /// publishing the same id again (a retry after an unanswered publish) delivers it once.
     async fn publish(
         &self,
         topic: &str,

@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod brokers;
 pub mod fixture;
 pub mod store_conformance;
 pub mod transport_conformance;

@@ -1,0 +1,125 @@
+//! Brokers a test can stop and start: a private NATS server (its own port and store
+//! directory, so restarting it disturbs no other test), and the machine's RabbitMQ, whose
+//! application a test restarts in place (tests doing so run one at a time: see
+//! `.config/nextest.toml`).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (free when asked; a race with another process is possible but rare).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub fn wait_for_port(port: u16, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Err(format!(
+        "nothing listens on 127.0.0.1:{port} after {within:?}"
+    ))
+}
+
+/// A `nats-server -js` of a test's own, on a free port, storing under a temp directory.
+pub struct NatsServer {
+    /// Its port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts one; panics (with what to install) when `nats-server` is missing.
+    pub fn start() -> NatsServer {
+        let dir = tempfile::tempdir().expect("temp dir for nats-server");
+        let mut server = NatsServer {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("jetstream")
+    }
+
+    fn spawn(&mut self) {
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("nats-server");
+        let child = Command::new(binary)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.store_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {binary} ({e}); scripts/test installs the nats-server package")
+            });
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(20)).expect("nats-server starts");
+    }
+
+    /// Stops the server (SIGKILL: it gets no chance to tidy up).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server and starts it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Restarts the machine's RabbitMQ application (`rabbitmqctl stop_app`, then `start_app`):
+/// every connection drops, and durable queues come back with their persistent messages.
+pub fn restart_rabbitmq() -> Result<(), String> {
+    for step in ["stop_app", "start_app"] {
+        let out = Command::new("rabbitmqctl")
+            .arg(step)
+            .output()
+            .map_err(|e| format!("cannot run rabbitmqctl {step}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "rabbitmqctl {step} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    wait_for_port(5672, Duration::from_secs(30))
+}
