@@ -69,6 +69,19 @@ impl ApiState {
     }
 }
 
+/// The router of a process without the API (an engine-only process): health, readiness and
+/// metrics, for the supervisor and the scraper.
+pub fn ops_app(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .fallback(problem::not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .layer(axum::middleware::from_fn(request_id::propagate))
+        .with_state(state)
+}
+
 /// The API router, ready to serve (e.g. `axum::serve(listener, app(state))`).
 pub fn app(state: ApiState) -> Router {
     let limit = state.config.body_limit_bytes;

@@ -405,7 +405,7 @@ impl Applier {
                 }
             }
         }
-        if !to_publish.is_empty() {
+        if !to_publish.is_empty() && self.shared.config.publish {
             let _ = self.publish.send(to_publish);
         }
         settle(settling);
@@ -523,8 +523,18 @@ impl Applier {
                     saga_id: s.saga_id.clone(),
                     topic: command_topic(&d.command.service),
                     body: envelope.to_bytes(),
-                    lease_until: now + self.shared.config.redeliver_after_ms,
-                    lease_owner: self.shared.config.owner.clone(),
+                    // An engine that publishes holds the lease while it does; one that does
+                    // not leaves the row for the others to claim at once.
+                    lease_until: if self.shared.config.publish {
+                        now + self.shared.config.redeliver_after_ms
+                    } else {
+                        now
+                    },
+                    lease_owner: if self.shared.config.publish {
+                        self.shared.config.owner.clone()
+                    } else {
+                        String::new()
+                    },
                 }
             })
             .collect();

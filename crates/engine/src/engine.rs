@@ -34,8 +34,16 @@ pub struct EngineConfig {
     /// Inputs waiting for the decision loop before senders wait (backpressure).
     pub queue_capacity: usize,
     /// Claim due timers and unanswered outbox rows. Off for a short-lived engine (a command
-    /// line repair) that must not take leases from the engine serving the participants.
+    /// line repair) that must not take leases from the engine serving the participants, and
+    /// for an API-only process.
     pub claims: bool,
+    /// Consume participants' replies. Off for an API-only process: the engine processes
+    /// sharing its database take the replies.
+    pub consume_replies: bool,
+    /// Publish the commands this engine's decisions send. Off for an API-only process: its
+    /// outbox rows are committed ready to claim, and the engine processes' relays, woken by
+    /// the store (LISTEN/NOTIFY on PostgreSQL), publish them.
+    pub publish: bool,
 }
 
 impl Default for EngineConfig {
@@ -48,6 +56,22 @@ impl Default for EngineConfig {
             poll_ms: 1_000,
             queue_capacity: 65_536,
             claims: true,
+            consume_replies: true,
+            publish: true,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The configuration of a process that serves the API only: it decides what callers ask
+    /// (starts, cancels, signals) and leaves replies, timers and publishing to the engine
+    /// processes sharing its database.
+    pub fn api_only() -> Self {
+        EngineConfig {
+            claims: false,
+            consume_replies: false,
+            publish: false,
+            ..EngineConfig::default()
         }
     }
 }
@@ -150,8 +174,11 @@ pub(crate) struct Shared {
     pub registry: Arc<Registry>,
     pub clock: Arc<dyn Clock>,
     pub config: EngineConfig,
-    /// Wakes the timer loop when a timer earlier than its next wake-up was set.
+    /// Wakes the timer loop when a timer earlier than its next wake-up was set, or another
+    /// process committed timers.
     pub timer_wake: Notify,
+    /// Wakes the outbox relay when another process committed outbox rows.
+    pub outbox_wake: Notify,
     pub next_timer_wake: AtomicI64,
     pub end_watchers: Mutex<Vec<mpsc::UnboundedSender<SagaEnd>>>,
     pub stopping: AtomicBool,
@@ -262,6 +289,7 @@ impl EngineBuilder {
             clock: self.clock,
             config: self.config,
             timer_wake: Notify::new(),
+            outbox_wake: Notify::new(),
             next_timer_wake: AtomicI64::new(i64::MAX),
             end_watchers: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
@@ -271,25 +299,33 @@ impl EngineBuilder {
         let (work_tx, work_rx) = mpsc::channel(shared.config.queue_capacity.max(16));
         let (publish_tx, publish_rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let replies = crate::reply::subscribe(&shared).await?;
+        let replies = if shared.config.consume_replies {
+            Some(crate::reply::subscribe(&shared).await?)
+        } else {
+            None
+        };
         let applier = tokio::spawn(Applier::new(shared.clone(), work_rx, publish_tx).run());
         let relay = tokio::spawn(crate::outbox::relay(
             shared.clone(),
             publish_rx,
             stop_rx.clone(),
         ));
-        let mut inputs = vec![tokio::spawn(crate::reply::consume(
-            shared.clone(),
-            replies,
-            work_tx.clone(),
-            stop_rx.clone(),
-        ))];
+        let mut inputs = Vec::new();
+        if let Some(replies) = replies {
+            inputs.push(tokio::spawn(crate::reply::consume(
+                shared.clone(),
+                replies,
+                work_tx.clone(),
+                stop_rx.clone(),
+            )));
+        }
         if shared.config.claims {
             inputs.push(tokio::spawn(crate::timer::run(
                 shared.clone(),
                 work_tx.clone(),
-                stop_rx,
+                stop_rx.clone(),
             )));
+            inputs.push(tokio::spawn(wake_on_store(shared.clone(), stop_rx)));
         }
         let tasks = Tasks {
             inputs,
@@ -302,6 +338,20 @@ impl EngineBuilder {
             stop_tx,
             tasks: Arc::new(Mutex::new(tasks)),
         })
+    }
+}
+
+/// Passes the store's wake-ups (another process committed timers or outbox rows) on to the
+/// timer loop and the outbox relay; each keeps the wake-up until it looks, so none is missed.
+async fn wake_on_store(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shared.store.wakeup() => {
+                shared.timer_wake.notify_one();
+                shared.outbox_wake.notify_one();
+            }
+            _ = stop.changed() => return,
+        }
     }
 }
 
@@ -578,6 +628,7 @@ impl Engine {
             return Err(EngineError::ShuttingDown);
         }
         self.shared.store.next_timer_at().await?;
+        self.shared.transport.ready().await?;
         Ok(())
     }
 

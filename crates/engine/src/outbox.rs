@@ -1,6 +1,8 @@
 //! The outbox relay: publishes committed outbox rows. Rows this engine just committed arrive
 //! straight from the decision loop; rows whose lease expired (the reply never came, or their
-//! engine died) are claimed from the store and published again.
+//! engine died) and rows an API-only process committed for the engines to publish are
+//! claimed from the store — when the store says another process committed some
+//! (LISTEN/NOTIFY on PostgreSQL), and at least every `poll_ms` for expired leases.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +37,9 @@ pub(crate) async fn relay(
             _ = tokio::time::sleep_until(next_claim), if !stopping && shared.config.claims => {
                 claim(&shared).await;
                 next_claim = tokio::time::Instant::now() + interval;
+            }
+            _ = shared.outbox_wake.notified(), if !stopping && shared.config.claims => {
+                claim(&shared).await;
             }
             _ = stop.changed(), if !stopping => stopping = true,
         }

@@ -115,6 +115,11 @@ impl Participant {
         self
     }
 
+    /// The service's name.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
     /// Subscribes to the service's commands and starts handling them.
     pub async fn start(
         self,
@@ -229,6 +234,22 @@ impl Ctx {
             traceparent = env.traceparent.as_deref().unwrap_or(""),
         );
         crate::trace::join(&span, env.traceparent.as_deref());
+        if !self.handlers.contains_key(&payload.command) {
+            // A deployment mismatch (or a stray message): an operator sees it in the dead
+            // letters and can replay it once the handler exists; the saga hears of the failure
+            // at once (below) rather than waiting for a timeout.
+            let reason = format!(
+                "service {} has no handler for command {}",
+                self.service, payload.command
+            );
+            let sink = crate::dead_letters::StoreDeadLetters::new(self.store.clone());
+            if let Err(e) = sink
+                .dead_letter(&delivery.topic, &delivery.body, &reason, 1)
+                .await
+            {
+                tracing::error!(error = %e, %reason, "could not keep a dead letter");
+            }
+        }
         let reply = self
             .run_handler(&env, &payload, call)
             .instrument(span)

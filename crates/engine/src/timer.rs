@@ -73,7 +73,6 @@ pub(crate) async fn run(
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = shared.timer_wake.notified() => {}
-            _ = shared.store.wakeup() => {}
             _ = stop.changed() => return,
         }
     }

@@ -37,6 +37,48 @@ pub struct ServeArgs {
     /// [env: SAGAFLOW_READ_OPEN=true] [toml: read_open].
     #[arg(long)]
     pub read_open: bool,
+    /// What this process does: `all` (engine, API and, on the in-memory bus, the built-in
+    /// participants), `engine` (replies, timers and publishing; /healthz, /readyz and
+    /// /metrics only) or `api` (the HTTP API; the engine processes sharing its PostgreSQL
+    /// database do the rest) [env: SAGAFLOW_ROLE] [toml: role] [default: all].
+    #[arg(long)]
+    pub role: Option<String>,
+    /// How engine and participants talk: `memory` (in this process), `nats://HOST:PORT`
+    /// (NATS JetStream) or `amqp://USER:PASS@HOST:PORT/VHOST` (RabbitMQ)
+    /// [env: SAGAFLOW_TRANSPORT] [toml: transport] [default: memory].
+    #[arg(long)]
+    pub transport: Option<String>,
+}
+
+/// What a `serve` process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Engine and API in one process.
+    All,
+    /// Decision loop, replies, timers, outbox relay; no API.
+    Engine,
+    /// The HTTP API only.
+    Api,
+}
+
+impl Role {
+    fn parse(s: &str) -> Option<Role> {
+        match s {
+            "all" => Some(Role::All),
+            "engine" => Some(Role::Engine),
+            "api" => Some(Role::Api),
+            _ => None,
+        }
+    }
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Engine => "engine",
+            Role::Api => "api",
+        }
+    }
 }
 
 /// `serve --help`'s epilogue: how API keys are configured.
@@ -70,6 +112,10 @@ pub struct ServeConfig {
     pub api_keys: Vec<ApiKey>,
     /// With keys, leave GET endpoints open.
     pub read_open: bool,
+    /// What this process does.
+    pub role: Role,
+    /// The transport URL (`memory`, `nats://…`, `amqp://…`).
+    pub transport: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +126,8 @@ struct FileConfig {
     body_limit: Option<u64>,
     insecure: Option<bool>,
     read_open: Option<bool>,
+    role: Option<String>,
+    transport: Option<String>,
     api_keys: Option<Vec<FileKey>>,
 }
 
@@ -195,6 +243,53 @@ pub fn resolve(
         },
         None => DEFAULT_BODY_LIMIT,
     };
+    let role = match pick(
+        args.role.clone(),
+        "--role",
+        "SAGAFLOW_ROLE",
+        file.role,
+        "role",
+    ) {
+        Some(s) => Role::parse(&s.value).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} = {:?} is not a role; use all, engine or api",
+                s.source,
+                s.value
+            )
+        })?,
+        None => Role::All,
+    };
+    let (transport, transport_source) = match pick(
+        args.transport.clone(),
+        "--transport",
+        "SAGAFLOW_TRANSPORT",
+        file.transport,
+        "transport",
+    ) {
+        Some(s) => {
+            crate::transport_url::kind(&s.value)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", s.source))?;
+            (s.value, s.source)
+        }
+        None => (
+            crate::transport_url::DEFAULT_TRANSPORT.to_string(),
+            "the default".to_string(),
+        ),
+    };
+    if role != Role::All {
+        if transport == crate::transport_url::DEFAULT_TRANSPORT {
+            bail!(
+                "--role {} needs a broker that other processes reach: set --transport to nats://… or amqp://… (the transport is memory, from {transport_source})",
+                role.as_str()
+            );
+        }
+        if database_url.starts_with("sqlite:") {
+            bail!(
+                "--role {} needs a database other processes share: set --database-url to postgres://… (SQLite is one process's)",
+                role.as_str()
+            );
+        }
+    }
     let insecure = switch(args.insecure, "SAGAFLOW_INSECURE", file.insecure, env)?;
     let read_open = switch(args.read_open, "SAGAFLOW_READ_OPEN", file.read_open, env)?;
 
@@ -245,6 +340,8 @@ pub fn resolve(
         insecure,
         api_keys: api_keys.into_iter().map(|(k, _)| k).collect(),
         read_open,
+        role,
+        transport,
     })
 }
 
@@ -365,6 +462,47 @@ mod tests {
         let c = resolve(&args, Some("sqlite://flag.db"), &env).unwrap();
         assert_eq!(c.listen.port(), 9003, "flag over environment");
         assert_eq!(c.database_url, "sqlite://flag.db");
+    }
+
+    #[test]
+    fn roles_other_than_all_need_a_broker_and_postgres() {
+        let none = env_of(&[]);
+        let c = resolve(&ServeArgs::default(), None, &none).unwrap();
+        assert_eq!((c.role, c.transport.as_str()), (Role::All, "memory"));
+        let args = ServeArgs {
+            role: Some("engine".into()),
+            ..ServeArgs::default()
+        };
+        let e = resolve(&args, Some("postgres://root@127.0.0.1/test"), &none).unwrap_err();
+        assert!(e.to_string().contains("--transport"), "{e}");
+        let env = env_of(&[("SAGAFLOW_TRANSPORT", "nats://127.0.0.1:4222")]);
+        let e = resolve(&args, Some("sqlite://x.db"), &env).unwrap_err();
+        assert!(e.to_string().contains("postgres://"), "{e}");
+        let c = resolve(&args, Some("postgres://root@127.0.0.1/test"), &env).unwrap();
+        assert_eq!(
+            (c.role, c.transport.as_str()),
+            (Role::Engine, "nats://127.0.0.1:4222")
+        );
+        let bad = ServeArgs {
+            role: Some("worker".into()),
+            ..ServeArgs::default()
+        };
+        let e = resolve(&bad, None, &none).unwrap_err().to_string();
+        assert!(
+            e.contains("--role") && e.contains("all, engine or api"),
+            "{e}"
+        );
+        let e = resolve(
+            &ServeArgs::default(),
+            None,
+            &env_of(&[("SAGAFLOW_TRANSPORT", "kafka://x")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("SAGAFLOW_TRANSPORT:") && e.contains("nats://"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -44,6 +44,8 @@ enum Command {
         #[command(flatten)]
         args: saga_cmd::SignalArgs,
     },
+    /// Run built-in participant services over a broker, as a process of their own.
+    Participant(sagaflow::participant_cmd::ParticipantArgs),
     /// Make API keys for `serve`.
     #[command(subcommand)]
     Key(sagaflow::key_cmd::KeyCommand),
@@ -86,6 +88,7 @@ async fn main() -> std::process::ExitCode {
         Command::Signal { client, args } => saga_cmd::signal(&client, args).await,
         Command::Key(cmd) => sagaflow::key_cmd::run(cmd),
         Command::Drill(args) => drill::run(args, &embedded()).await,
+        Command::Participant(args) => sagaflow::participant_cmd::run(args, &embedded()).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,13 +1,17 @@
 //! `sagaflow serve`: the engine behind the HTTP API, on embedded SQLite and the in-memory bus
-//! by default. Until the reference systems land it serves the built-in order saga and its
-//! participants, so there is something to run.
-
-use std::sync::Arc;
+//! by default. Until the reference systems land it serves the built-in order saga; its
+//! participants run in this process on the in-memory bus, and as `sagaflow participant`
+//! processes over a broker.
+//!
+//! `--role engine` and `--role api` split one deployment into processes sharing a
+//! PostgreSQL database and a broker: engine processes consume replies, fire timers and
+//! publish commands; API processes answer HTTP and decide what callers ask.
 
 use anyhow::Context;
-use sagaflow_engine::{Engine, MemoryBus};
+use sagaflow_engine::{Engine, EngineConfig};
 
-use crate::config::{ServeArgs, ServeConfig};
+use crate::config::{Role, ServeArgs, ServeConfig};
+use crate::transport_url::Kind;
 
 /// Starts the server and runs until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs, database_url: Option<&str>) -> anyhow::Result<()> {
@@ -28,32 +32,48 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         })?;
     let addr = listener.local_addr()?;
     let store = crate::store_url::open(&config.database_url).await?;
-    crate::demo::prepare(&store).await?;
-    let bus = Arc::new(MemoryBus::new());
+    let transport = crate::transport_url::open(&config.transport, store.clone()).await?;
     let mut participants = Vec::new();
-    for p in crate::demo::participants() {
-        participants.push(p.start(store.clone(), bus.clone()).await?);
+    // Nobody outside this process reaches the in-memory bus: the participants run here.
+    if crate::transport_url::kind(&config.transport) == Ok(Kind::Memory) {
+        crate::demo::prepare(&store).await?;
+        for p in crate::demo::participants() {
+            participants.push(p.start(store.clone(), transport.clone()).await?);
+        }
     }
-    let engine = Engine::builder(store, bus)
+    let engine_config = match config.role {
+        Role::All | Role::Engine => EngineConfig::default(),
+        Role::Api => EngineConfig::api_only(),
+    };
+    let engine = Engine::builder(store, transport)
+        .config(engine_config)
         .register(crate::demo::order_definition())
         .start()
         .await?;
-    let app = sagaflow_api::app(sagaflow_api::ApiState {
+    let state = sagaflow_api::ApiState {
         engine: engine.clone(),
         config: sagaflow_api::ApiConfig {
             body_limit_bytes: config.body_limit,
             keys: config.api_keys.clone(),
             read_open: config.read_open,
         },
-    });
+    };
+    let app = match config.role {
+        Role::Engine => sagaflow_api::ops_app(state),
+        Role::All | Role::Api => sagaflow_api::app(state),
+    };
     let base = format!("http://{addr}");
     println!(
-        "sagaflow listening on {base} (database {})",
-        crate::store_url::redact(&config.database_url)
+        "sagaflow listening on {base} (role {}, database {}, transport {})",
+        config.role.as_str(),
+        crate::store_url::redact(&config.database_url),
+        crate::store_url::redact(&config.transport)
     );
-    println!("  API:      {base}/api/v1");
-    println!("  OpenAPI:  {base}/api/v1/openapi.json");
-    println!("  docs:     {base}/api/docs");
+    if config.role != Role::Engine {
+        println!("  API:      {base}/api/v1");
+        println!("  OpenAPI:  {base}/api/v1/openapi.json");
+        println!("  docs:     {base}/api/docs");
+    }
     println!("  metrics:  {base}/metrics");
     println!("  health:   {base}/healthz");
     if config.api_keys.is_empty() {

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod brokers;
+pub mod fault_proxy;
 pub mod fixture;
 pub mod store_conformance;
 pub mod transport_conformance;

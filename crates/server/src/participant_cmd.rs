@@ -1,0 +1,68 @@
+//! `sagaflow participant`: runs built-in participant services as a process of their own, over
+//! a broker, as a distributed deployment does (`scripts/cluster`, the fault tests). Each
+//! service keeps its tables and its inbox in the database given.
+
+use anyhow::bail;
+
+use crate::drill::shutdown_signal;
+use crate::transport_url::Kind;
+
+/// Which participants to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ParticipantArgs {
+    /// The built-in application: `demo` (the order saga's stock, billing, delivery and
+    /// notifications services) or `drill` (the crash drill's service).
+    #[arg(long, default_value = "demo")]
+    pub app: String,
+    /// Run only these services of the application (repeatable); all of them by default.
+    #[arg(long = "service")]
+    pub services: Vec<String>,
+    /// The broker: `nats://HOST:PORT` or `amqp://USER:PASS@HOST:PORT/VHOST`
+    /// [env: SAGAFLOW_TRANSPORT].
+    #[arg(long, env = "SAGAFLOW_TRANSPORT")]
+    pub transport: String,
+}
+
+/// Runs the participants until SIGINT or SIGTERM.
+pub async fn run(args: ParticipantArgs, database_url: &str) -> anyhow::Result<()> {
+    if crate::transport_url::kind(&args.transport).map_err(anyhow::Error::msg)? == Kind::Memory {
+        bail!("a participant process needs a broker the engine reaches: --transport nats://… or amqp://…");
+    }
+    let store = crate::store_url::open(database_url).await?;
+    let all = match args.app.as_str() {
+        "demo" => {
+            crate::demo::prepare(&store).await?;
+            crate::demo::participants()
+        }
+        "drill" => {
+            crate::drill::prepare(&store).await?;
+            vec![crate::drill::participant()]
+        }
+        other => bail!("unknown --app {other:?}: use demo or drill"),
+    };
+    let known: Vec<String> = all.iter().map(|p| p.service().to_string()).collect();
+    for s in &args.services {
+        if !known.contains(s) {
+            bail!(
+                "--service {s:?} is not a service of {}: it has {}",
+                args.app,
+                known.join(", ")
+            );
+        }
+    }
+    let transport = crate::transport_url::open(&args.transport, store.clone()).await?;
+    let mut handles = Vec::new();
+    for p in all {
+        if args.services.is_empty() || args.services.iter().any(|s| s == p.service()) {
+            let name = p.service().to_string();
+            handles.push(p.start(store.clone(), transport.clone()).await?);
+            println!("participant {name} ready");
+        }
+    }
+    shutdown_signal().await;
+    for h in handles {
+        h.shutdown().await;
+    }
+    println!("participants stopped");
+    Ok(())
+}
