@@ -13,6 +13,8 @@ use tokio::sync::{mpsc, watch};
 use crate::engine::Shared;
 
 const CLAIM_BATCH: usize = 1000;
+/// Publishes awaiting the broker's acknowledgement at once.
+const PUBLISH_CONCURRENCY: usize = 256;
 
 pub(crate) async fn relay(
     shared: Arc<Shared>,
@@ -49,20 +51,29 @@ pub(crate) async fn relay(
 /// Publishes rows. A row first goes out under its idempotency key as message id; one claimed
 /// again (at `claimed_at`) is meant as a second delivery, so it goes out under a fresh id
 /// that a broker's de-duplication does not swallow.
-async fn publish(shared: &Shared, rows: Vec<OutboxRow>, claimed_at: Option<i64>) {
+async fn publish(shared: &Arc<Shared>, rows: Vec<OutboxRow>, claimed_at: Option<i64>) {
+    // A broker acknowledges each publish after a round trip: keep many in flight at once.
+    let mut in_flight = tokio::task::JoinSet::new();
     for row in rows {
-        let id = match claimed_at {
-            None => row.key.clone(),
-            Some(at) => format!("{}#{at}", row.key),
-        };
-        if let Err(e) = shared.transport.publish(&row.topic, &id, row.body).await {
-            // The row stays in the outbox; it is published again when its lease expires.
-            tracing::warn!(key = %row.key, error = %e, "publish failed");
+        if in_flight.len() >= PUBLISH_CONCURRENCY {
+            in_flight.join_next().await;
         }
+        let shared = shared.clone();
+        in_flight.spawn(async move {
+            let id = match claimed_at {
+                None => row.key.clone(),
+                Some(at) => format!("{}#{at}", row.key),
+            };
+            if let Err(e) = shared.transport.publish(&row.topic, &id, row.body).await {
+                // The row stays in the outbox; it is published again when its lease expires.
+                tracing::warn!(key = %row.key, error = %e, "publish failed");
+            }
+        });
     }
+    while in_flight.join_next().await.is_some() {}
 }
 
-async fn claim(shared: &Shared) {
+async fn claim(shared: &Arc<Shared>) {
     loop {
         let now = shared.now();
         let rows = match shared

@@ -31,8 +31,12 @@ pub struct NatsConfig {
     pub url: String,
     /// The stream's name.
     pub stream: String,
-    /// The subjects the stream holds; every topic published must fall under one.
+    /// The subjects the stream holds (after the prefix); every topic must fall under one.
     pub subjects: Vec<String>,
+    /// Put before every topic to make its subject (`""`, or e.g. `"team-a."`), so several
+    /// deployments share one server without sharing messages: give each its own prefix and
+    /// stream name.
+    pub subject_prefix: String,
     /// A delivery not acked within this is delivered again.
     pub ack_wait: Duration,
     /// Deliveries before a message goes to the dead letters.
@@ -57,7 +61,8 @@ impl NatsConfig {
             url: url.to_string(),
             stream: "SAGAFLOW".to_string(),
             subjects: vec!["sagaflow.>".to_string()],
-            ack_wait: Duration::from_secs(30),
+            subject_prefix: String::new(),
+            ack_wait: Duration::from_secs(15),
             max_deliver: 10,
             retry_delay: Duration::from_secs(1),
             duplicate_window: Duration::from_secs(120),
@@ -114,7 +119,11 @@ impl NatsTransport {
         self.js
             .get_or_create_stream(stream::Config {
                 name: c.stream.clone(),
-                subjects: c.subjects.clone(),
+                subjects: c
+                    .subjects
+                    .iter()
+                    .map(|s| format!("{}{s}", c.subject_prefix))
+                    .collect(),
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
                 duplicate_window: c.duplicate_window,
@@ -135,7 +144,7 @@ impl NatsTransport {
         let config = pull::Config {
             durable_name: Some(name.clone()),
             description: Some(format!("sagaflow group {group} on {topic}")),
-            filter_subject: topic.to_string(),
+            filter_subject: self.subject(topic),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: c.ack_wait,
             max_deliver: i64::from(c.max_deliver) + SERVER_DELIVER_HEADROOM,
@@ -157,6 +166,13 @@ impl NatsTransport {
                     unavailable(&format!("consumer {name}"), text)
                 }
             })
+    }
+}
+
+impl NatsTransport {
+    /// The subject a topic is published on.
+    fn subject(&self, topic: &str) -> String {
+        format!("{}{topic}", self.config.subject_prefix)
     }
 }
 
@@ -187,7 +203,7 @@ impl Transport for NatsTransport {
             .message_id(message_id);
         let ack = self
             .js
-            .send_publish(topic.to_string(), message)
+            .send_publish(self.subject(topic), message)
             .await
             .map_err(|e| unavailable(&format!("publish to {topic}"), e))?;
         match tokio::time::timeout(self.config.publish_timeout, ack).await {

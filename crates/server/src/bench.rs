@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use sagaflow_core::{Definition, Outcome, Status, Step, Store};
-use sagaflow_engine::{Engine, EngineConfig, MemoryBus, Participant, StartSaga};
+use sagaflow_engine::{Engine, EngineConfig, Participant, StartSaga};
 use serde_json::json;
 
 /// Bench parameters.
@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// How engine and participant talk: memory, nats://HOST:PORT or amqp://… (a broker run
+    /// gets a namespace of its own unless the URL names one).
+    #[arg(long, default_value = "memory")]
+    pub transport: String,
 }
 
 fn definition(steps: usize) -> anyhow::Result<Definition> {
@@ -61,8 +65,20 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
             args.fail_rate
         );
     }
+    let kind = crate::transport_url::kind(&args.transport).map_err(anyhow::Error::msg)?;
     let (store, cleanup) = open(&args, database_url).await?;
-    let bus = Arc::new(MemoryBus::new());
+    let transport_url =
+        if kind != crate::transport_url::Kind::Memory && !args.transport.contains("namespace=") {
+            format!(
+                "{}?namespace=bench{}x{}",
+                args.transport,
+                std::process::id(),
+                fastrand::u32(..)
+            )
+        } else {
+            args.transport.clone()
+        };
+    let bus = crate::transport_url::open(&transport_url, store.clone()).await?;
     let last = args.steps - 1;
     let participant = Participant::new("bench")
         .concurrency(args.concurrency.max(64))
@@ -177,6 +193,7 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
     };
     let line = json!({
         "store": args.store,
+        "transport": args.transport,
         "sagas": args.sagas,
         "steps": args.steps,
         "concurrency": args.concurrency,

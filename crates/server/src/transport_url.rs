@@ -1,6 +1,7 @@
 //! Opens the transport a `--transport` names: `memory` (the in-process bus, the default),
-//! `nats://HOST:PORT` (NATS JetStream) or `amqp://USER:PASS@HOST:PORT/VHOST` (RabbitMQ).
-//! Messages that exhaust their deliveries go to the store's dead letters.
+//! `nats://HOST:PORT` (NATS JetStream) or `amqp://USER:PASS@HOST:PORT/VHOST` (RabbitMQ),
+//! either with an optional `?namespace=NAME`. Messages that exhaust their deliveries go to the
+//! store's dead letters.
 
 use std::sync::Arc;
 
@@ -40,6 +41,25 @@ pub fn kind(url: &str) -> Result<Kind, String> {
     }
 }
 
+/// Takes the `?namespace=NAME` parameter out of a broker URL: deployments with different
+/// namespaces share a broker without sharing messages. Names are letters, digits, `-`, `_`.
+pub fn split_namespace(url: &str) -> anyhow::Result<(String, Option<String>)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), None));
+    };
+    let Some(ns) = query.strip_prefix("namespace=") else {
+        bail!("{url:?}: the only parameter a transport URL takes is ?namespace=NAME");
+    };
+    if ns.is_empty()
+        || !ns
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        bail!("{url:?}: a namespace is letters, digits, '-' and '_'");
+    }
+    Ok((base.to_string(), Some(ns.to_string())))
+}
+
 /// Connects the transport `url` names.
 pub async fn open(url: &str, store: Arc<dyn Store>) -> anyhow::Result<Arc<dyn Transport>> {
     let dead_letters = StoreDeadLetters::shared(store);
@@ -49,15 +69,44 @@ pub async fn open(url: &str, store: Arc<dyn Store>) -> anyhow::Result<Arc<dyn Tr
             MAX_DELIVER,
         ))),
         Kind::Nats => {
-            let config = sagaflow_nats::NatsConfig {
+            let (server, namespace) = split_namespace(url)?;
+            let mut config = sagaflow_nats::NatsConfig {
                 max_deliver: MAX_DELIVER,
-                ..sagaflow_nats::NatsConfig::new(url)
+                ..sagaflow_nats::NatsConfig::new(&server)
             };
+            if let Some(ns) = namespace {
+                config.stream = format!("SAGAFLOW_{ns}");
+                config.subject_prefix = format!("{ns}.");
+            }
             let t = sagaflow_nats::NatsTransport::connect(config, dead_letters)
                 .await
                 .with_context(|| format!("connecting to {}", crate::store_url::redact(url)))?;
             Ok(Arc::new(t))
         }
         Kind::Amqp => bail!("the RabbitMQ transport is not built into this binary yet"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_classified_and_namespaces_checked() {
+        assert_eq!(kind("memory"), Ok(Kind::Memory));
+        assert_eq!(kind("nats://127.0.0.1:4222"), Ok(Kind::Nats));
+        assert_eq!(
+            kind("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            Ok(Kind::Amqp)
+        );
+        assert!(kind("kafka://x").unwrap_err().contains("nats://"));
+        let (server, ns) = split_namespace("nats://h:4222?namespace=team-a").unwrap();
+        assert_eq!(
+            (server.as_str(), ns.as_deref()),
+            ("nats://h:4222", Some("team-a"))
+        );
+        assert_eq!(split_namespace("nats://h:4222").unwrap().1, None);
+        assert!(split_namespace("nats://h?namespace=a.b").is_err());
+        assert!(split_namespace("nats://h?stream=x").is_err());
     }
 }
