@@ -83,7 +83,21 @@ pub async fn open(url: &str, store: Arc<dyn Store>) -> anyhow::Result<Arc<dyn Tr
                 .with_context(|| format!("connecting to {}", crate::store_url::redact(url)))?;
             Ok(Arc::new(t))
         }
-        Kind::Amqp => bail!("the RabbitMQ transport is not built into this binary yet"),
+        Kind::Amqp => {
+            let (server, namespace) = split_namespace(url)?;
+            let mut config = sagaflow_amqp::AmqpConfig {
+                max_deliver: MAX_DELIVER,
+                ..sagaflow_amqp::AmqpConfig::new(&server)
+            };
+            if let Some(ns) = namespace {
+                config.exchange = format!("sagaflow.{ns}");
+                config.retry_exchange = format!("sagaflow.{ns}.retry");
+            }
+            let t = sagaflow_amqp::AmqpTransport::connect(config, dead_letters)
+                .await
+                .with_context(|| format!("connecting to {}", crate::store_url::redact(url)))?;
+            Ok(Arc::new(t))
+        }
     }
 }
 
