@@ -78,7 +78,7 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
         } else {
             args.transport.clone()
         };
-    let bus = crate::transport_url::open(&transport_url, store.clone()).await?;
+    let bus = crate::transport_url::open_with(&transport_url, store.clone(), true).await?;
     let last = args.steps - 1;
     let participant = Participant::new("bench")
         .concurrency(args.concurrency.max(64))

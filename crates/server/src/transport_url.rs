@@ -62,6 +62,19 @@ pub fn split_namespace(url: &str) -> anyhow::Result<(String, Option<String>)> {
 
 /// Connects the transport `url` names.
 pub async fn open(url: &str, store: Arc<dyn Store>) -> anyhow::Result<Arc<dyn Transport>> {
+    open_with(url, store, false).await
+}
+
+/// How long a throwaway run's queues and consumers outlive their last consumer.
+const EPHEMERAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Connects the transport `url` names; an `ephemeral` one (a bench run) lets the broker
+/// remove its queues and consumers a minute after the run stops using them.
+pub async fn open_with(
+    url: &str,
+    store: Arc<dyn Store>,
+    ephemeral: bool,
+) -> anyhow::Result<Arc<dyn Transport>> {
     let dead_letters = StoreDeadLetters::shared(store);
     match kind(url).map_err(anyhow::Error::msg)? {
         Kind::Memory => Ok(Arc::new(MemoryBus::with_dead_letters(
@@ -78,6 +91,9 @@ pub async fn open(url: &str, store: Arc<dyn Store>) -> anyhow::Result<Arc<dyn Tr
                 config.stream = format!("SAGAFLOW_{ns}");
                 config.subject_prefix = format!("{ns}.");
             }
+            if ephemeral {
+                config.consumer_inactive = Some(EPHEMERAL);
+            }
             let t = sagaflow_nats::NatsTransport::connect(config, dead_letters)
                 .await
                 .with_context(|| format!("connecting to {}", crate::store_url::redact(url)))?;
@@ -92,6 +108,9 @@ pub async fn open(url: &str, store: Arc<dyn Store>) -> anyhow::Result<Arc<dyn Tr
             if let Some(ns) = namespace {
                 config.exchange = format!("sagaflow.{ns}");
                 config.retry_exchange = format!("sagaflow.{ns}.retry");
+            }
+            if ephemeral {
+                config.queue_expires = Some(EPHEMERAL);
             }
             let t = sagaflow_amqp::AmqpTransport::connect(config, dead_letters)
                 .await

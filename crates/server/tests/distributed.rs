@@ -304,6 +304,9 @@ async fn run(mut broker: Broker) {
     engines.clear();
     api.shutdown().await;
     let _ = sagaflow_postgres::drop_schema(&pg_base(), &schema).await;
+    if let Broker::Amqp { namespace } = &broker {
+        let _ = sagaflow_testkit::brokers::delete_rabbitmq_queues(namespace);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

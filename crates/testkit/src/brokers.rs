@@ -123,3 +123,25 @@ pub fn restart_rabbitmq() -> Result<(), String> {
     }
     wait_for_port(5672, Duration::from_secs(30))
 }
+
+/// Deletes the machine's RabbitMQ queues whose name contains `part` (a test's namespace),
+/// so test runs leave no queues behind; returns how many it deleted.
+pub fn delete_rabbitmq_queues(part: &str) -> Result<usize, String> {
+    let out = Command::new("rabbitmqctl")
+        .args(["list_queues", "name", "-q", "--no-table-headers"])
+        .output()
+        .map_err(|e| format!("cannot run rabbitmqctl list_queues: {e}"))?;
+    let names = String::from_utf8_lossy(&out.stdout);
+    let mut deleted = 0;
+    for name in names.lines().map(str::trim).filter(|n| n.contains(part)) {
+        let ok = Command::new("rabbitmqctl")
+            .args(["delete_queue", name, "-q"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
