@@ -11,7 +11,8 @@ use crate::transport_url::Kind;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ParticipantArgs {
     /// The built-in application: `demo` (the order saga's stock, billing, delivery and
-    /// notifications services) or `drill` (the crash drill's service).
+    /// notifications services), `shop` (the reference shop's services) or `drill` (the crash
+    /// drill's service).
     #[arg(long, default_value = "demo")]
     pub app: String,
     /// Run only these services of the application (repeatable); all of them by default.
@@ -38,7 +39,13 @@ pub async fn run(args: ParticipantArgs, database_url: &str) -> anyhow::Result<()
             crate::drill::prepare(&store).await?;
             vec![crate::drill::participant()]
         }
-        other => bail!("unknown --app {other:?}: use demo or drill"),
+        "shop" => {
+            let env = |k: &str| std::env::var(k).ok();
+            let config = sagaflow_shop::ShopConfig::from_env(&env).map_err(anyhow::Error::msg)?;
+            let config = sagaflow_shop::prepare(&store, config).await?;
+            sagaflow_shop::participants(&config)
+        }
+        other => bail!("unknown --app {other:?}: use demo, drill or shop"),
     };
     let known: Vec<String> = all.iter().map(|p| p.service().to_string()).collect();
     for s in &args.services {

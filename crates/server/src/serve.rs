@@ -33,11 +33,17 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let store = crate::store_url::open(&config.database_url).await?;
     let transport = crate::transport_url::open(&config.transport, store.clone()).await?;
+    let env = |k: &str| std::env::var(k).ok();
+    let shop_config = sagaflow_shop::ShopConfig::from_env(&env).map_err(anyhow::Error::msg)?;
+    let shop_config = sagaflow_shop::prepare(&store, shop_config).await?;
     let mut participants = Vec::new();
     // Nobody outside this process reaches the in-memory bus: the participants run here.
     if crate::transport_url::kind(&config.transport) == Ok(Kind::Memory) {
         crate::demo::prepare(&store).await?;
-        for p in crate::demo::participants() {
+        let all = crate::demo::participants()
+            .into_iter()
+            .chain(sagaflow_shop::participants(&shop_config));
+        for p in all {
             participants.push(p.start(store.clone(), transport.clone()).await?);
         }
     }
@@ -45,11 +51,18 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Role::All | Role::Engine => EngineConfig::default(),
         Role::Api => EngineConfig::api_only(),
     };
-    let engine = Engine::builder(store, transport)
+    let mut builder = Engine::builder(store.clone(), transport)
         .config(engine_config)
-        .register(crate::demo::order_definition())
-        .start()
-        .await?;
+        .register(crate::demo::order_definition());
+    for def in sagaflow_shop::definitions() {
+        builder = builder.register(def);
+    }
+    let engine = builder.start().await?;
+    let shop = sagaflow_shop::router(sagaflow_shop::ShopState {
+        engine: engine.clone(),
+        store,
+        config: std::sync::Arc::new(shop_config),
+    });
     let state = sagaflow_api::ApiState {
         engine: engine.clone(),
         config: sagaflow_api::ApiConfig {
@@ -60,7 +73,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     };
     let app = match config.role {
         Role::Engine => sagaflow_api::ops_app(state),
-        Role::All | Role::Api => sagaflow_api::app(state),
+        // The shop answers at the root; the engine's API under /api/v1 (and its fallback).
+        Role::All | Role::Api => shop.merge(sagaflow_api::app(state)),
     };
     let base = format!("http://{addr}");
     println!(
