@@ -8,6 +8,7 @@ use sagaflow_core::{ParticipantTx, SqlValue, Store, StoreError};
 /// Every shop table, created if missing. Each service owns the tables named after it.
 const SCHEMA: &[&str] = &[
     // identity
+    "CREATE TABLE IF NOT EXISTS shop_identity_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS shop_users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, username TEXT NOT NULL, role TEXT NOT NULL, password_hash TEXT NOT NULL, created_at BIGINT NOT NULL)",
     // billing
     "CREATE TABLE IF NOT EXISTS shop_billing_accounts (user_id TEXT PRIMARY KEY, balance BIGINT NOT NULL)",
@@ -31,12 +32,33 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS shop_purchase_orders (order_id TEXT PRIMARY KEY, saga_id TEXT NOT NULL UNIQUE, customer_id TEXT NOT NULL, total BIGINT NOT NULL, status TEXT NOT NULL, created_at BIGINT NOT NULL)",
 ];
 
-/// Creates the tables and stocks the catalogue (only what is missing).
+/// Creates the tables and stocks the catalogue (only what is missing). Each table is
+/// created in a transaction of its own, tried again on failure: processes starting together
+/// race to create them, and PostgreSQL can refuse the loser of a concurrent
+/// `CREATE TABLE IF NOT EXISTS`, which finds the table made on its next try.
 pub async fn prepare(store: &Arc<dyn Store>) -> Result<(), StoreError> {
-    let mut tx = store.begin().await?;
     for sql in SCHEMA {
-        tx.execute(sql, &[]).await?;
+        let mut tries = 0u64;
+        loop {
+            let mut tx = store.begin().await?;
+            let done = match tx.execute(sql, &[]).await {
+                Ok(_) => tx.commit().await,
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            };
+            match done {
+                Ok(()) => break,
+                Err(e) if tries >= 10 => return Err(e),
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
+                }
+            }
+        }
     }
+    let mut tx = store.begin().await?;
     for (subscription, quantity) in crate::catalogue::INITIAL_STOCK {
         tx.execute(
             "INSERT INTO shop_stock_items (subscription, quantity) VALUES ($1, $2) ON CONFLICT (subscription) DO NOTHING",

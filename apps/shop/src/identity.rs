@@ -248,11 +248,6 @@ pub async fn stored_secret(
     in_tx(store, move |tx| {
         Box::pin(async move {
             tx.execute(
-                "CREATE TABLE IF NOT EXISTS shop_identity_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-                &[],
-            )
-            .await?;
-            tx.execute(
                 "INSERT INTO shop_identity_secrets (name, value) VALUES ('jwt', $1) ON CONFLICT (name) DO NOTHING",
                 &[candidate.into()],
             )
@@ -299,11 +294,10 @@ mod tests {
                 ..claims
             },
         );
-        let mixed = format!(
-            "{}.{}",
-            token.rsplit_once('.').unwrap().0.split_once('.').unwrap().0,
-            forged.split_once('.').unwrap().1
-        );
+        // Another user's claims under this token's signature.
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged_payload = forged.split('.').nth(1).unwrap();
+        let mixed = format!("{}.{forged_payload}.{}", parts[0], parts[2]);
         assert!(verify_token(b"secret", &mixed, 1_000_000).is_err());
         assert!(verify_token(b"secret", "a.b", 0).is_err());
     }

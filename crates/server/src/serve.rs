@@ -35,7 +35,12 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let transport = crate::transport_url::open(&config.transport, store.clone()).await?;
     let env = |k: &str| std::env::var(k).ok();
     let shop_config = sagaflow_shop::ShopConfig::from_env(&env).map_err(anyhow::Error::msg)?;
-    let shop_config = sagaflow_shop::prepare(&store, shop_config).await?;
+    // An engine-only process serves no shop endpoints and runs no shop services.
+    let shop_config = if config.role == Role::Engine {
+        shop_config
+    } else {
+        sagaflow_shop::prepare(&store, shop_config).await?
+    };
     let mut participants = Vec::new();
     // Nobody outside this process reaches the in-memory bus: the participants run here.
     if crate::transport_url::kind(&config.transport) == Ok(Kind::Memory) {

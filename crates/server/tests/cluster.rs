@@ -1,6 +1,7 @@
-//! `scripts/cluster`: `up` starts two engines, an API process and the demo participants over
-//! PostgreSQL and NATS; a saga started through the API completes; `status` reports them;
-//! `down` stops exactly the processes `up` recorded.
+//! `scripts/cluster`: `up` starts two engines, an API process, the demo participants and the
+//! shop's services over PostgreSQL and NATS; a saga started through the API completes, and so
+//! does a shop purchase; `status` reports them; `down` stops exactly the processes `up`
+//! recorded.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -105,6 +106,37 @@ async fn up_runs_a_saga_across_processes_and_down_stops_exactly_what_up_started(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The shop, one process per role: its flow 2 purchase completes across the processes.
+    let bought: Value = client
+        .post(format!("http://127.0.0.1:{api}/api/v1/orders"))
+        .json(&json!({"customer_id": "customer-123", "items": [{"product_id": "product-1", "quantity": 2, "price": 100.0}]}))
+        .send()
+        .await
+        .expect("buy")
+        .json()
+        .await
+        .expect("a JSON answer");
+    let purchase = bought["saga_id"].as_str().expect("saga_id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let saga: Value = client
+            .get(format!("{base}/sagas/{purchase}"))
+            .send()
+            .await
+            .expect("read the purchase")
+            .json()
+            .await
+            .expect("a JSON answer");
+        if saga["status"] == "completed" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "purchase {purchase} did not complete: {saga}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     let pids: Vec<String> = std::fs::read_dir(repo().join("target").join(&name))
         .expect("the cluster folder")
         .filter_map(|e| e.ok())
@@ -116,12 +148,12 @@ async fn up_runs_a_saga_across_processes_and_down_stops_exactly_what_up_started(
                 .to_string()
         })
         .collect();
-    assert_eq!(pids.len(), 4, "four processes recorded: {pids:?}");
+    assert_eq!(pids.len(), 5, "five processes recorded: {pids:?}");
     assert!(pids.iter().all(|p| alive(p)));
 
     let (ok, out) = cluster(&name, &ports, &["down"]);
     assert!(ok, "scripts/cluster down failed:\n{out}");
-    assert_eq!(out.matches("stopped ").count(), 4, "{out}");
+    assert_eq!(out.matches("stopped ").count(), 5, "{out}");
     assert!(pids.iter().all(|p| !alive(p)), "down left some running");
     let (_, status) = cluster(&name, &ports, &["status"]);
     assert!(status.contains("nothing recorded"), "{status}");
