@@ -661,3 +661,34 @@ async fn sqlite_flow_two_completes_or_compensates() {
 async fn postgres_flow_two_completes_or_compensates() {
     compensating_paths(Db::Postgres).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_script_walks_the_three_waiting_paths() {
+    let shop = Shop::start(Db::Sqlite, &[]).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../apps/shop/demo.sh");
+    let base = shop.base.clone();
+    let out =
+        tokio::task::spawn_blocking(move || Command::new("bash").arg(script).arg(base).output())
+            .await
+            .unwrap()
+            .expect("run apps/shop/demo.sh (it needs curl)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo.sh failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "notification: Hello, You successfully registered",
+        "notification: Hello! You pay for order. Order cost amount 10. You balance after 40",
+        "notification: Hello! You cannot pay for order. Order cost amount 1200. You balance 0",
+        "notification: Hello! You pay for order. Order cost amount 1200. You balance after 100",
+        "successfully sent to delivery",
+    ] {
+        assert!(
+            text.contains(expected),
+            "demo.sh did not print {expected:?}:\n{text}"
+        );
+    }
+    assert_eq!(text.matches("is Delivered").count(), 3, "{text}");
+}
