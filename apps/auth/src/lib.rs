@@ -1,0 +1,149 @@
+//! Passwords and tokens for sagaflow's reference apps: Argon2id password hashes, and HS256
+//! JSON Web Tokens with an expiry, checked for algorithm, signature and time.
+
+#![warn(missing_docs)]
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Sha256;
+
+/// What a token says.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    /// The user's id.
+    pub sub: String,
+    /// The user's email.
+    pub email: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+}
+
+/// Signs a token for `claims`.
+pub fn sign_token(secret: &[u8], claims: &Claims) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
+    let signing_input = format!("{header}.{payload}");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(signing_input.as_bytes());
+    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{signing_input}.{signature}")
+}
+
+/// Checks a token's signature, algorithm and expiry (at `now_ms`); says why it is refused.
+pub fn verify_token(secret: &[u8], token: &str, now_ms: i64) -> Result<Claims, String> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("the token is not a JWT".to_string());
+    };
+    let header: Value = URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|h| serde_json::from_slice(&h).ok())
+        .ok_or("the token's header is unreadable")?;
+    if header["alg"] != "HS256" {
+        return Err("the token must be signed with HS256".to_string());
+    }
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| "the token's signature is unreadable")?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(format!("{}.{payload}", token.split('.').next().unwrap_or_default()).as_bytes());
+    mac.verify_slice(&signature)
+        .map_err(|_| "the token's signature is wrong")?;
+    let claims: Claims = URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|p| serde_json::from_slice(&p).ok())
+        .ok_or("the token's claims are unreadable")?;
+    if claims.exp * 1000 <= now_ms {
+        return Err("the token has expired: log in again".to_string());
+    }
+    Ok(claims)
+}
+
+/// Hashes a password with Argon2id and a random salt (PHC string format).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let mut bytes = [0u8; 16];
+    random_fill(&mut bytes);
+    let salt = SaltString::encode_b64(&bytes).map_err(|e| e.to_string())?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `password` matches a stored hash.
+pub fn password_matches(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Fills `buf` from the operating system's random source.
+pub fn random_fill(buf: &mut [u8]) {
+    getrandom::fill(buf).expect("the operating system's random source works");
+}
+
+/// A fresh random key for signing tokens, as text.
+pub fn random_secret() -> String {
+    let mut fresh = [0u8; 32];
+    random_fill(&mut fresh);
+    URL_SAFE_NO_PAD.encode(fresh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_and_refuse_tampering_other_keys_and_expiry() {
+        let claims = Claims {
+            sub: "u1".into(),
+            email: "a@b.c".into(),
+            exp: 2_000,
+        };
+        let token = sign_token(b"secret", &claims);
+        assert_eq!(
+            verify_token(b"secret", &token, 1_000_000),
+            Ok(claims.clone())
+        );
+        assert!(verify_token(b"other", &token, 1_000_000)
+            .unwrap_err()
+            .contains("signature"));
+        assert!(verify_token(b"secret", &token, 2_000_000)
+            .unwrap_err()
+            .contains("expired"));
+        let forged = sign_token(
+            b"secret",
+            &Claims {
+                sub: "u2".into(),
+                ..claims
+            },
+        );
+        // Another user's claims under this token's signature.
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged_payload = forged.split('.').nth(1).unwrap();
+        let mixed = format!("{}.{forged_payload}.{}", parts[0], parts[2]);
+        assert!(verify_token(b"secret", &mixed, 1_000_000).is_err());
+        assert!(verify_token(b"secret", "a.b", 0).is_err());
+    }
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let h = hash_password("pw").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(password_matches("pw", &h));
+        assert!(!password_matches("nope", &h));
+    }
+}
