@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use sagaflow_core::{ParticipantTx, SqlValue, Store, StoreError};
+use sagaflow_core::{Store, StoreError};
+
+pub use sagaflow_app_kit::sql::{in_tx, int, now_ms, scalar_i64, text};
 
 /// Every shop table, created if missing. Each service owns the tables named after it.
 const SCHEMA: &[&str] = &[
@@ -32,32 +34,9 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS shop_purchase_orders (order_id TEXT PRIMARY KEY, saga_id TEXT NOT NULL UNIQUE, customer_id TEXT NOT NULL, total BIGINT NOT NULL, status TEXT NOT NULL, created_at BIGINT NOT NULL)",
 ];
 
-/// Creates the tables and stocks the catalogue (only what is missing). Each table is
-/// created in a transaction of its own, tried again on failure: processes starting together
-/// race to create them, and PostgreSQL can refuse the loser of a concurrent
-/// `CREATE TABLE IF NOT EXISTS`, which finds the table made on its next try.
+/// Creates the tables and stocks the catalogue (only what is missing).
 pub async fn prepare(store: &Arc<dyn Store>) -> Result<(), StoreError> {
-    for sql in SCHEMA {
-        let mut tries = 0u64;
-        loop {
-            let mut tx = store.begin().await?;
-            let done = match tx.execute(sql, &[]).await {
-                Ok(_) => tx.commit().await,
-                Err(e) => {
-                    let _ = tx.rollback().await;
-                    Err(e)
-                }
-            };
-            match done {
-                Ok(()) => break,
-                Err(e) if tries >= 10 => return Err(e),
-                Err(_) => {
-                    tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
-                }
-            }
-        }
-    }
+    sagaflow_app_kit::sql::create_tables(store, SCHEMA).await?;
     let mut tx = store.begin().await?;
     for (subscription, quantity) in crate::catalogue::INITIAL_STOCK {
         tx.execute(
@@ -74,60 +53,4 @@ pub async fn prepare(store: &Arc<dyn Store>) -> Result<(), StoreError> {
         .await?;
     }
     tx.commit().await
-}
-
-/// The first column of the first row as an integer.
-pub async fn scalar_i64(
-    tx: &mut dyn ParticipantTx,
-    sql: &str,
-    params: &[SqlValue],
-) -> Result<Option<i64>, StoreError> {
-    let rows = tx.query(sql, params).await?;
-    Ok(rows
-        .first()
-        .and_then(|r| r.first())
-        .and_then(SqlValue::as_i64))
-}
-
-/// Text at column `i` of a row.
-pub fn text(row: &[SqlValue], i: usize) -> String {
-    row.get(i)
-        .and_then(SqlValue::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// Integer at column `i` of a row.
-pub fn int(row: &[SqlValue], i: usize) -> i64 {
-    row.get(i).and_then(SqlValue::as_i64).unwrap_or_default()
-}
-
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Runs `f` in a transaction of its own and commits it.
-pub async fn in_tx<T>(
-    store: &Arc<dyn Store>,
-    f: impl for<'a> FnOnce(
-        &'a mut dyn ParticipantTx,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'a>,
-    >,
-) -> Result<T, StoreError> {
-    let mut tx = store.begin().await?;
-    match f(tx.as_mut()).await {
-        Ok(v) => {
-            tx.commit().await?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = tx.rollback().await;
-            Err(e)
-        }
-    }
 }

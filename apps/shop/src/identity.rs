@@ -9,8 +9,8 @@ use sagaflow_api::Problem;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use sagaflow_app_auth::{hash_password, password_matches};
-pub use sagaflow_app_auth::{sign_token, verify_token, Claims};
+use sagaflow_app_kit::auth::{hash_password, password_matches};
+pub use sagaflow_app_kit::auth::{sign_token, verify_token, Claims};
 
 use crate::db::{in_tx, text};
 use crate::http::{bad_request, store_problem};
@@ -154,7 +154,7 @@ pub async fn login(State(state): State<ShopState>, bytes: Bytes) -> Result<Json<
 pub async fn stored_secret(
     store: &std::sync::Arc<dyn sagaflow_core::Store>,
 ) -> Result<Vec<u8>, sagaflow_core::StoreError> {
-    let candidate = sagaflow_app_auth::random_secret();
+    let candidate = sagaflow_app_kit::auth::random_secret();
     in_tx(store, move |tx| {
         Box::pin(async move {
             tx.execute(

@@ -1,8 +1,6 @@
 //! Passwords and tokens for sagaflow's reference apps: Argon2id password hashes, and HS256
 //! JSON Web Tokens with an expiry, checked for algorithm, signature and time.
 
-#![warn(missing_docs)]
-
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
