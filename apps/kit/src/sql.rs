@@ -100,3 +100,29 @@ pub async fn in_tx<T>(
         }
     }
 }
+
+/// A random secret kept in the database under `{app}_identity_secrets`: made at first start,
+/// the same for every process on that database.
+pub async fn stored_secret(store: &Arc<dyn Store>, app: &str) -> Result<Vec<u8>, StoreError> {
+    let table = format!("{app}_identity_secrets");
+    create_tables(
+        store,
+        &[&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )],
+    )
+    .await?;
+    let candidate = crate::auth::random_secret();
+    in_tx(store, move |tx| {
+        Box::pin(async move {
+            tx.execute(
+                &format!("INSERT INTO {table} (name, value) VALUES ('jwt', $1) ON CONFLICT (name) DO NOTHING"),
+                &[candidate.into()],
+            )
+            .await?;
+            let rows = tx.query(&format!("SELECT value FROM {table} WHERE name = 'jwt'"), &[]).await?;
+            Ok(rows.first().map(|r| text(r, 0)).unwrap_or_default().into_bytes())
+        })
+    })
+    .await
+}

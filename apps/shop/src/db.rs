@@ -10,7 +10,6 @@ pub use sagaflow_app_kit::sql::{in_tx, int, now_ms, scalar_i64, text};
 /// Every shop table, created if missing. Each service owns the tables named after it.
 const SCHEMA: &[&str] = &[
     // identity
-    "CREATE TABLE IF NOT EXISTS shop_identity_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS shop_users (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, username TEXT NOT NULL, role TEXT NOT NULL, password_hash TEXT NOT NULL, created_at BIGINT NOT NULL)",
     // billing
     "CREATE TABLE IF NOT EXISTS shop_billing_accounts (user_id TEXT PRIMARY KEY, balance BIGINT NOT NULL)",

@@ -149,24 +149,3 @@ pub async fn login(State(state): State<ShopState>, bytes: Bytes) -> Result<Json<
         json!({ "email": email, "token": sign_token(&state.config.jwt_secret, &claims) }),
     ))
 }
-
-/// The token key kept in the database: made at first start, shared by every process on it.
-pub async fn stored_secret(
-    store: &std::sync::Arc<dyn sagaflow_core::Store>,
-) -> Result<Vec<u8>, sagaflow_core::StoreError> {
-    let candidate = sagaflow_app_kit::auth::random_secret();
-    in_tx(store, move |tx| {
-        Box::pin(async move {
-            tx.execute(
-                "INSERT INTO shop_identity_secrets (name, value) VALUES ('jwt', $1) ON CONFLICT (name) DO NOTHING",
-                &[candidate.into()],
-            )
-            .await?;
-            let rows = tx
-                .query("SELECT value FROM shop_identity_secrets WHERE name = 'jwt'", &[])
-                .await?;
-            Ok(rows.first().map(|r| text(r, 0)).unwrap_or_default().into_bytes())
-        })
-    })
-    .await
-}

@@ -105,7 +105,7 @@ pub async fn prepare(
 ) -> Result<ShopConfig, StoreError> {
     db::prepare(store).await?;
     if config.jwt_secret.is_empty() {
-        config.jwt_secret = identity::stored_secret(store).await?;
+        config.jwt_secret = sagaflow_app_kit::sql::stored_secret(store, "shop").await?;
     }
     Ok(config)
 }

@@ -27,6 +27,7 @@ pub use extract::parse_json;
 pub use openapi::openapi;
 pub use problem::{Problem, PROBLEM_JSON};
 pub use request_id::{RequestId, X_REQUEST_ID};
+pub use sagas::traceparent;
 
 /// HTTP settings.
 #[derive(Debug, Clone)]

@@ -292,7 +292,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
 
 /// The W3C `traceparent`, when it has the version-00 shape; a malformed one is dropped (the
 /// trace restarts) rather than carried into every message of the saga.
-fn traceparent(headers: &HeaderMap) -> Option<String> {
+pub fn traceparent(headers: &HeaderMap) -> Option<String> {
     let value = headers.get("traceparent")?.to_str().ok()?.trim();
     let parts: Vec<&str> = value.split('-').collect();
     let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());

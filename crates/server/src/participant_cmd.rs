@@ -11,8 +11,8 @@ use crate::transport_url::Kind;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ParticipantArgs {
     /// The built-in application: `demo` (the order saga's stock, billing, delivery and
-    /// notifications services), `shop` (the reference shop's services) or `drill` (the crash
-    /// drill's service).
+    /// notifications services), `shop` (the reference shop's services), `social` (the social
+    /// network's services) or `drill` (the crash drill's service).
     #[arg(long, default_value = "demo")]
     pub app: String,
     /// Run only these services of the application (repeatable); all of them by default.
@@ -45,7 +45,14 @@ pub async fn run(args: ParticipantArgs, database_url: &str) -> anyhow::Result<()
             let config = sagaflow_shop::prepare(&store, config).await?;
             sagaflow_shop::participants(&config)
         }
-        other => bail!("unknown --app {other:?}: use demo, drill or shop"),
+        "social" => {
+            let env = |k: &str| std::env::var(k).ok();
+            let config =
+                sagaflow_social::SocialConfig::from_env(&env).map_err(anyhow::Error::msg)?;
+            let config = sagaflow_social::prepare(&store, config).await?;
+            sagaflow_social::participants(&config)
+        }
+        other => bail!("unknown --app {other:?}: use demo, drill, shop or social"),
     };
     let known: Vec<String> = all.iter().map(|p| p.service().to_string()).collect();
     for s in &args.services {

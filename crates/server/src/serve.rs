@@ -41,13 +41,21 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     } else {
         sagaflow_shop::prepare(&store, shop_config).await?
     };
+    let social_config =
+        sagaflow_social::SocialConfig::from_env(&env).map_err(anyhow::Error::msg)?;
+    let social_config = if config.role == Role::Engine {
+        social_config
+    } else {
+        sagaflow_social::prepare(&store, social_config).await?
+    };
     let mut participants = Vec::new();
     // Nobody outside this process reaches the in-memory bus: the participants run here.
     if crate::transport_url::kind(&config.transport) == Ok(Kind::Memory) {
         crate::demo::prepare(&store).await?;
         let all = crate::demo::participants()
             .into_iter()
-            .chain(sagaflow_shop::participants(&shop_config));
+            .chain(sagaflow_shop::participants(&shop_config))
+            .chain(sagaflow_social::participants(&social_config));
         for p in all {
             participants.push(p.start(store.clone(), transport.clone()).await?);
         }
@@ -59,15 +67,23 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let mut builder = Engine::builder(store.clone(), transport)
         .config(engine_config)
         .register(crate::demo::order_definition());
-    for def in sagaflow_shop::definitions() {
+    for def in sagaflow_shop::definitions()
+        .into_iter()
+        .chain(sagaflow_social::definitions(&social_config))
+    {
         builder = builder.register(def);
     }
     let engine = builder.start().await?;
-    let shop = sagaflow_shop::router(sagaflow_shop::ShopState {
+    let apps = sagaflow_shop::router(sagaflow_shop::ShopState {
+        engine: engine.clone(),
+        store: store.clone(),
+        config: std::sync::Arc::new(shop_config),
+    })
+    .merge(sagaflow_social::router(sagaflow_social::SocialState {
         engine: engine.clone(),
         store,
-        config: std::sync::Arc::new(shop_config),
-    });
+        config: std::sync::Arc::new(social_config),
+    }));
     let state = sagaflow_api::ApiState {
         engine: engine.clone(),
         config: sagaflow_api::ApiConfig {
@@ -78,8 +94,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     };
     let app = match config.role {
         Role::Engine => sagaflow_api::ops_app(state),
-        // The shop answers at the root; the engine's API under /api/v1 (and its fallback).
-        Role::All | Role::Api => shop.merge(sagaflow_api::app(state)),
+        // The reference apps answer at the root; the engine's API under /api/v1 (and its
+        // fallback).
+        Role::All | Role::Api => apps.merge(sagaflow_api::app(state)),
     };
     let base = format!("http://{addr}");
     println!(
