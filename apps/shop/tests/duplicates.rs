@@ -134,7 +134,7 @@ async fn redelivered_commands_have_no_second_effect() {
             .unwrap();
         keys.push(format!("{key}:reply"));
     }
-    // Each is answered again (the same reply id: the bus drops it as a duplicate).
+    // Each is answered again, from the inbox.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let replies = tap
@@ -142,7 +142,7 @@ async fn redelivered_commands_have_no_second_effect() {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(t, id)| t == REPLY_TOPIC && keys.contains(id))
+            .filter(|(t, id)| t == REPLY_TOPIC && keys.iter().any(|k| id.starts_with(k.as_str())))
             .count();
         if replies >= 2 * keys.len() {
             break;

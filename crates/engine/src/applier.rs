@@ -31,14 +31,13 @@ pub(crate) struct Origin {
     pub topic: String,
     pub body: Vec<u8>,
     pub acker: Option<Box<dyn Acker>>,
+    /// How many times the message was delivered before.
+    pub redelivered: u32,
 }
 
-/// Deliveries to settle once a batch is done: `true` to ack, `false` to nack.
-type Settle = Vec<(Box<dyn Acker>, bool)>;
-
-/// How long a delivery whose input could not be committed waits before it is nacked, so a
-/// store that is down is not hammered by redeliveries.
-const STORE_DOWN_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
+/// Deliveries to settle once a batch is done: ack (`None`), or nack after a pause while the
+/// store is down (`Some(redelivered)`, which sets the pause).
+type Settle = Vec<(Box<dyn Acker>, Option<u32>)>;
 
 /// Settles a batch's deliveries off the decision loop.
 fn settle(deliveries: Settle) {
@@ -46,14 +45,17 @@ fn settle(deliveries: Settle) {
         return;
     }
     tokio::spawn(async move {
-        if deliveries.iter().any(|(_, ok)| !ok) {
-            tokio::time::sleep(STORE_DOWN_BACKOFF).await;
+        let pause = deliveries
+            .iter()
+            .filter_map(|(_, nack)| nack.map(crate::participant::unavailable_backoff))
+            .max();
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
         }
-        for (acker, ok) in deliveries {
-            if ok {
-                acker.ack().await
-            } else {
-                acker.nack().await
+        for (acker, nack) in deliveries {
+            match nack {
+                None => acker.ack().await,
+                Some(_) => acker.nack().await,
             }
         }
     });
@@ -61,8 +63,10 @@ fn settle(deliveries: Settle) {
 
 /// Adds an input's delivery, if it came by message, to the batch's settle list.
 fn settle_later(settling: &mut Settle, origin: Option<Origin>, ok: bool) {
-    if let Some(acker) = origin.and_then(|o| o.acker) {
-        settling.push((acker, ok));
+    if let Some(o) = origin {
+        if let Some(acker) = o.acker {
+            settling.push((acker, (!ok).then_some(o.redelivered)));
+        }
     }
 }
 

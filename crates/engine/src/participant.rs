@@ -258,7 +258,20 @@ impl Ctx {
             // The database is unavailable: the command comes again after a pause.
             return nack_later(delivery).await;
         };
-        let reply_id = format!("{}:reply", payload.key);
+        let Answer {
+            body: reply,
+            recorded,
+        } = reply;
+        // A first answer goes out under `key:reply`, so a broker drops a repeat of that very
+        // publish. An answer read back from the inbox is a deliberate second reply (the first
+        // may have been lost with an engine that died before committing it), so it gets a
+        // fresh id a broker's de-duplication does not swallow; the engine ignores it if the
+        // first did arrive.
+        let reply_id = if recorded {
+            format!("{}:reply:{}", payload.key, uuid::Uuid::new_v4().simple())
+        } else {
+            format!("{}:reply", payload.key)
+        };
         match self.transport.publish(REPLY_TOPIC, &reply_id, reply).await {
             Ok(()) => delivery.ack().await,
             Err(e) => {
@@ -276,9 +289,9 @@ impl Ctx {
         env: &Envelope,
         payload: &CommandPayload,
         call: CommandCall,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<Answer> {
         match self.handlers.get(&payload.command).cloned() {
-            None => Some(reply_envelope(
+            None => Some(Answer::new(reply_envelope(
                 env,
                 payload,
                 Outcome::Failed {
@@ -288,12 +301,12 @@ impl Ctx {
                     ),
                     retryable: false,
                 },
-            )),
+            ))),
             Some(Handler::Plain(f)) => {
                 let outcome = tokio::spawn(f(call).instrument(tracing::Span::current()))
                     .await
                     .unwrap_or_else(|e| Outcome::failed(format!("handler panicked: {e}")));
-                Some(reply_envelope(env, payload, outcome))
+                Some(Answer::new(reply_envelope(env, payload, outcome)))
             }
             Some(Handler::Tx(h)) => self.handle_tx(env, payload, call, h).await,
         }
@@ -306,7 +319,7 @@ impl Ctx {
         payload: &CommandPayload,
         call: CommandCall,
         handler: Arc<dyn TxHandler>,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<Answer> {
         for _ in 0..TX_TRIES {
             let mut tx = match self.store.begin().await {
                 Ok(tx) => tx,
@@ -318,7 +331,10 @@ impl Ctx {
             match tx.inbox_get(&self.service, &payload.key).await {
                 Ok(Some(recorded)) => {
                     let _ = tx.rollback().await;
-                    return Some(recorded);
+                    return Some(Answer {
+                        body: recorded,
+                        recorded: true,
+                    });
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -336,8 +352,13 @@ impl Ctx {
             let outcome = match outcome {
                 Ok(outcome) => outcome,
                 Err(e) => {
+                    // A database error (a deadlock, a lost connection, a concurrent delivery
+                    // of the same command tripping a key) is no business answer: try again,
+                    // reading the inbox first; if it keeps failing the command is nacked and
+                    // comes back later (or goes to the dead letters, with the reason).
+                    tracing::debug!(error = %e, key = %payload.key, "handler failed; trying again");
                     let _ = tx.rollback().await;
-                    return Some(reply_envelope(env, payload, Outcome::failed(e.to_string())));
+                    continue;
                 }
             };
             let reply = reply_envelope(env, payload, outcome);
@@ -351,7 +372,7 @@ impl Ctx {
                 continue;
             }
             match tx.commit().await {
-                Ok(()) => return Some(reply),
+                Ok(()) => return Some(Answer::new(reply)),
                 Err(e) => {
                     tracing::debug!(error = %e, "participant commit lost a race; reading the inbox")
                 }
@@ -384,12 +405,31 @@ impl Ctx {
     }
 }
 
-/// How long a command the participant could not handle for want of its database or broker
-/// waits before it is nacked, so a dependency that is down is not hammered.
-const UNAVAILABLE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
+/// A reply to publish, and whether it was read back from the inbox (a redelivery).
+struct Answer {
+    body: Vec<u8>,
+    recorded: bool,
+}
+
+impl Answer {
+    fn new(body: Vec<u8>) -> Self {
+        Answer {
+            body,
+            recorded: false,
+        }
+    }
+}
+
+/// How long a delivery that could not be handled for want of a database or broker waits
+/// before it is nacked: 0.5 s, doubling with each redelivery up to 30 s, so a dependency that
+/// is down is not hammered and ten deliveries (the dead-letter limit) span minutes of outage.
+pub(crate) fn unavailable_backoff(redelivered: u32) -> std::time::Duration {
+    let ms = 500u64.saturating_mul(1u64 << redelivered.min(16));
+    std::time::Duration::from_millis(ms.min(30_000))
+}
 
 async fn nack_later(delivery: Delivery) {
-    tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
+    tokio::time::sleep(unavailable_backoff(delivery.redelivered)).await;
     delivery.nack().await
 }
 

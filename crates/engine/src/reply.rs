@@ -51,7 +51,10 @@ pub(crate) async fn consume(
                 // The delivery is acked once the reply's decision is committed, so a crash
                 // in between leaves it with the broker.
                 let sagaflow_core::Delivery {
-                    topic, body, acker, ..
+                    topic,
+                    body,
+                    acker,
+                    redelivered,
                 } = delivery;
                 let item = Work::Input {
                     saga_id,
@@ -61,6 +64,7 @@ pub(crate) async fn consume(
                         topic,
                         body,
                         acker: Some(acker),
+                        redelivered,
                     }),
                     respond: None,
                     retries: 0,
