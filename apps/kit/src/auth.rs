@@ -100,6 +100,43 @@ pub fn random_secret() -> String {
     URL_SAFE_NO_PAD.encode(fresh)
 }
 
+/// Password hashes computed at once, at most: each Argon2id hash holds 19 MiB, so an
+/// unbounded burst of registrations or logins could exhaust memory. Others wait their turn.
+const HASHING_AT_ONCE: usize = 4;
+
+fn hashing() -> &'static tokio::sync::Semaphore {
+    static HASHING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    HASHING.get_or_init(|| tokio::sync::Semaphore::new(HASHING_AT_ONCE))
+}
+
+/// [`hash_password`] on a blocking thread, a few at a time.
+pub async fn hash_password_async(password: String) -> Result<String, String> {
+    let _turn = hashing().acquire().await.map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// [`password_matches`] on a blocking thread, a few at a time. With no stored hash (an
+/// unknown account) it checks against a fixed hash anyway, so the answer takes as long
+/// either way and does not tell which accounts exist.
+pub async fn password_matches_async(password: String, stored: Option<String>) -> bool {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let Ok(_turn) = hashing().acquire().await else {
+        return false;
+    };
+    let known = stored.is_some();
+    let stored = stored.unwrap_or_else(|| {
+        DUMMY
+            .get_or_init(|| hash_password("not a password anyone has").unwrap_or_default())
+            .clone()
+    });
+    let matches = tokio::task::spawn_blocking(move || password_matches(&password, &stored))
+        .await
+        .unwrap_or(false);
+    known && matches
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,8 +74,14 @@ fn cents(amount: f64) -> i64 {
     (amount * 100.0).round() as i64
 }
 
+/// The largest price and the largest order total accepted (in the API's units).
+const MAX_AMOUNT: f64 = 1e9;
+/// The largest quantity of one item accepted.
+const MAX_QUANTITY: i64 = 1_000_000;
+
+/// The order's items, sorted by product so concurrent orders lock products in one order.
 fn items(call: &CommandCall) -> Vec<(String, i64)> {
-    call.context["items"]
+    let mut items: Vec<(String, i64)> = call.context["items"]
         .as_array()
         .map(|items| {
             items
@@ -88,10 +94,14 @@ fn items(call: &CommandCall) -> Vec<(String, i64)> {
                 })
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    items.sort();
+    items
 }
 
-/// Inventory: reserve every item or none; release.
+/// Inventory: reserve every item or none; release. A release leaves a mark even when nothing
+/// was held, so a reserve that arrives after its compensation (it timed out, then ran late)
+/// does nothing.
 struct Inventory;
 
 #[async_trait]
@@ -129,6 +139,7 @@ impl TxHandler for Inventory {
                         )));
                     }
                 }
+                let mut taken_so_far: Vec<(&String, i64)> = Vec::new();
                 for (product, quantity) in &wanted {
                     let taken = tx
                         .execute(
@@ -137,11 +148,22 @@ impl TxHandler for Inventory {
                         )
                         .await?;
                     if taken == 0 {
-                        // Another order took the units since the check: undo all, try again.
-                        return Err(StoreError::Invalid(format!(
+                        // Another order took the units since the check: give back what this
+                        // attempt took, and fail it (retryable: the step tries again).
+                        for (p, q) in taken_so_far {
+                            tx.execute(
+                                "UPDATE shop_inventory_products SET quantity = quantity + $1 WHERE product_id = $2",
+                                &[q.into(), p.as_str().into()],
+                            )
+                            .await?;
+                        }
+                        return Ok(Outcome::failed(format!(
                             "product {product} ran out meanwhile"
                         )));
                     }
+                    taken_so_far.push((product, *quantity));
+                }
+                for (product, quantity) in &wanted {
                     tx.execute(
                         "INSERT INTO shop_inventory_reservations (saga_id, product_id, quantity) VALUES ($1, $2, $3)",
                         &[saga.into(), product.as_str().into(), (*quantity).into()],
@@ -169,13 +191,20 @@ impl TxHandler for Inventory {
                     &[saga.into()],
                 )
                 .await?;
+                tx.execute(
+                    "INSERT INTO shop_inventory_reservations (saga_id, product_id, quantity, released) VALUES ($1, '', 0, 1) ON CONFLICT (saga_id, product_id) DO NOTHING",
+                    &[saga.into()],
+                )
+                .await?;
                 Ok(Outcome::ok(Value::Null))
             }
         }
     }
 }
 
-/// Payments: charge the customer's credit (a first-time customer gets the demo credit); refund.
+/// Payments: charge the customer's credit (a first-time customer gets the demo credit);
+/// refund. A refund leaves a mark even when nothing was charged, so a charge that arrives
+/// after its compensation does nothing.
 struct Payments {
     demo_credit_cents: i64,
 }
@@ -244,6 +273,11 @@ impl TxHandler for Payments {
                         &[saga.into()],
                     )
                     .await?;
+                tx.execute(
+                    "INSERT INTO shop_payments_charges (saga_id, customer_id, amount, refunded) VALUES ($1, $2, 0, 1) ON CONFLICT (saga_id) DO NOTHING",
+                    &[saga.into(), customer.clone().into()],
+                )
+                .await?;
                 if refunded == 1 {
                     let amount = scalar_i64(
                         tx,
@@ -292,8 +326,9 @@ impl TxHandler for Shipping {
                 Ok(Outcome::ok(json!({ "shipment": saga })))
             }
             Phase::Compensation => {
+                // Cancelled even if never created: a late create then finds it cancelled.
                 tx.execute(
-                    "UPDATE shop_shipping_shipments SET status = 'cancelled' WHERE saga_id = $1",
+                    "INSERT INTO shop_shipping_shipments (saga_id, status) VALUES ($1, 'cancelled') ON CONFLICT (saga_id) DO UPDATE SET status = 'cancelled'",
                     &[saga.into()],
                 )
                 .await?;
@@ -399,22 +434,42 @@ pub async fn create(
         let quantity = item.quantity.ok_or_else(|| {
             bad_request("missing_field", format!("items[{i}].quantity is required"))
         })?;
-        if quantity < 1 {
+        if !(1..=MAX_QUANTITY).contains(&quantity) {
             return Err(bad_request(
                 "bad_quantity",
-                format!("items[{i}].quantity must be at least 1, got {quantity}"),
+                format!("items[{i}].quantity must be from 1 to {MAX_QUANTITY}, got {quantity}"),
             ));
         }
         let price = item
             .price
             .ok_or_else(|| bad_request("missing_field", format!("items[{i}].price is required")))?;
-        if !price.is_finite() || price < 0.0 {
+        if !price.is_finite() || !(0.0..=MAX_AMOUNT).contains(&price) {
             return Err(bad_request(
                 "bad_price",
-                format!("items[{i}].price must be 0 or more, got {price}"),
+                format!("items[{i}].price must be from 0 to {MAX_AMOUNT}, got {price}"),
             ));
         }
-        total += cents(price) * quantity;
+        if lines
+            .iter()
+            .any(|l: &Value| l["product_id"] == product.as_str())
+        {
+            return Err(bad_request(
+                "duplicate_product",
+                format!("items[{i}]: product {product} is listed twice; give one line per product"),
+            ));
+        }
+        total = match cents(price)
+            .checked_mul(quantity)
+            .and_then(|line| total.checked_add(line))
+        {
+            Some(t) if t as f64 <= MAX_AMOUNT * 100.0 => t,
+            _ => {
+                return Err(bad_request(
+                    "bad_total",
+                    format!("the order total is above {MAX_AMOUNT}"),
+                ))
+            }
+        };
         lines.push(
             json!({ "product_id": product, "quantity": quantity, "price_cents": cents(price) }),
         );

@@ -9,7 +9,7 @@ use sagaflow_api::Problem;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use sagaflow_app_kit::auth::{hash_password, password_matches};
+use sagaflow_app_kit::auth::{hash_password_async, password_matches_async};
 pub use sagaflow_app_kit::auth::{sign_token, verify_token, Claims};
 
 use crate::db::{in_tx, text};
@@ -47,7 +47,16 @@ pub async fn register(
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     let r: Register = body(&bytes)?;
     let email = required(r.email, "email")?.to_lowercase();
-    let password = required(r.password, "password")?;
+    // The password as given: spaces are part of it.
+    let password = match r.password {
+        Some(p) if !p.is_empty() => p,
+        _ => {
+            return Err(bad_request(
+                "missing_field",
+                "`password` is required (email, password, username and role all are)",
+            ))
+        }
+    };
     let username = required(r.username, "username")?;
     let role = required(r.role, "role")?;
     if !email.contains('@') {
@@ -56,18 +65,9 @@ pub async fn register(
             format!("{email:?} is not an email address"),
         ));
     }
-    let hash = tokio::task::spawn_blocking(move || {
-        hash_password(&password)
-            .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e))
-    })
-    .await
-    .map_err(|e| {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "hash_failed",
-            e.to_string(),
-        )
-    })??;
+    let hash = hash_password_async(password)
+        .await
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e))?;
     let id = uuid::Uuid::now_v7().to_string();
     let (e, u, ro) = (email.clone(), username.clone(), role.clone());
     let created = in_tx(&state.store, move |tx| {
@@ -132,14 +132,15 @@ pub async fn login(State(state): State<ShopState>, bytes: Bytes) -> Result<Json<
             "wrong email or password",
         )
     };
-    let row = rows.first().ok_or_else(bad)?;
-    let (id, stored) = (text(row, 0), text(row, 1));
-    let ok = tokio::task::spawn_blocking(move || password_matches(&password, &stored))
-        .await
-        .unwrap_or(false);
-    if !ok {
+    let found = rows.first().map(|row| (text(row, 0), text(row, 1)));
+    let stored = found.as_ref().map(|(_, hash)| hash.clone());
+    // An unknown email takes as long as a wrong password: the answer tells nothing more.
+    if !password_matches_async(password, stored).await {
         return Err(bad());
     }
+    let Some((id, _)) = found else {
+        return Err(bad());
+    };
     let claims = Claims {
         sub: id,
         email: email.clone(),

@@ -149,6 +149,12 @@ impl TxHandler for Billing {
                         &[c.order_id.into()],
                     )
                     .await?;
+                // A mark even when nothing was paid: a payment arriving late finds it.
+                tx.execute(
+                    "INSERT INTO shop_billing_payments (order_id, user_id, amount, refunded) VALUES ($1, $2, 0, 1) ON CONFLICT (order_id) DO NOTHING",
+                    &[c.order_id.into(), c.user_id.clone().into()],
+                )
+                .await?;
                 if refunded == 1 {
                     let amount = scalar_i64(
                         tx,
@@ -225,6 +231,12 @@ impl TxHandler for Stock {
                         &[c.order_id.into()],
                     )
                     .await?;
+                // A mark even when nothing was reserved: a reserve arriving late finds it.
+                tx.execute(
+                    "INSERT INTO shop_stock_reservations (order_id, subscription, released) VALUES ($1, $2, 1) ON CONFLICT (order_id) DO NOTHING",
+                    &[c.order_id.into(), c.subscription.into()],
+                )
+                .await?;
                 if released == 1 {
                     tx.execute(
                         "UPDATE shop_stock_items SET quantity = quantity + 1 WHERE subscription = $1",
@@ -310,6 +322,9 @@ pub fn participants() -> Vec<Participant> {
 
 // ---- HTTP ---------------------------------------------------------------------------------
 
+/// The largest amount of money or stock one request adds.
+const MAX_AMOUNT: i64 = 1_000_000_000;
+
 /// `?money=N`
 #[derive(Debug, Deserialize)]
 pub struct Money {
@@ -323,10 +338,10 @@ pub async fn add_money(
     user: AuthUser,
     Params(Money { money }): Params<Money>,
 ) -> Result<Json<i64>, Problem> {
-    if money <= 0 {
+    if !(1..=MAX_AMOUNT).contains(&money) {
         return Err(bad_request(
             "bad_parameter",
-            format!("money must be a positive amount, got {money}"),
+            format!("money must be from 1 to {MAX_AMOUNT}, got {money}"),
         ));
     }
     let id = user.id.clone();
@@ -583,10 +598,10 @@ pub async fn add_stock(
             format!("there is no subscription {id_subscription}"),
         ));
     }
-    if count <= 0 {
+    if !(1..=MAX_AMOUNT).contains(&count) {
         return Err(bad_request(
             "bad_parameter",
-            format!("count must be positive, got {count}"),
+            format!("count must be from 1 to {MAX_AMOUNT}, got {count}"),
         ));
     }
     let units = in_tx(&state.store, move |tx| {

@@ -128,17 +128,9 @@ pub async fn register(
         Some(p) if !p.is_empty() => p,
         _ => return Err(bad_request("missing_field", "password is required")),
     };
-    let hash =
-        tokio::task::spawn_blocking(move || sagaflow_app_kit::auth::hash_password(&password))
-            .await
-            .map_err(|e| {
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "hash_failed",
-                    e.to_string(),
-                )
-            })?
-            .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e))?;
+    let hash = sagaflow_app_kit::auth::hash_password_async(password)
+        .await
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e))?;
     let user_id = uuid::Uuid::now_v7().to_string();
     let (first, second, birth) = (
         r.first_name.unwrap_or_default(),
@@ -230,16 +222,17 @@ pub async fn login(State(state): State<SocialState>, bytes: Bytes) -> Result<Jso
             "wrong user id or password",
         )
     };
-    let row = rows.first().ok_or_else(bad)?;
-    let (stored, status, reason) = (text(row, 0), int(row, 1), text(row, 2));
-    let ok = tokio::task::spawn_blocking(move || {
-        sagaflow_app_kit::auth::password_matches(&password, &stored)
-    })
-    .await
-    .unwrap_or(false);
-    if !ok {
+    let found = rows
+        .first()
+        .map(|row| (text(row, 0), int(row, 1), text(row, 2)));
+    let stored = found.as_ref().map(|(hash, _, _)| hash.clone());
+    // An unknown id takes as long as a wrong password: the answer tells nothing more.
+    if !sagaflow_app_kit::auth::password_matches_async(password, stored).await {
         return Err(bad());
     }
+    let Some((_, status, reason)) = found else {
+        return Err(bad());
+    };
     match status {
         VERIFIED => {}
         FAILED => {

@@ -38,11 +38,13 @@ fn cluster(name: &str, ports: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Runs (a zombie waiting for its parent to reap it has stopped running).
 fn alive(pid: &str) -> bool {
-    Command::new("kill")
-        .args(["-0", pid])
-        .status()
-        .map(|s| s.success())
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+            !matches!(state, Some(Some('Z' | 'X')))
+        })
         .unwrap_or(false)
 }
 

@@ -12,6 +12,29 @@ use sagaflow_core::Store;
 use sagaflow_testkit::brokers::{free_port, wait_for_port};
 use serde_json::{json, Value};
 
+/// Waits until the server answers `/readyz` with 200: it listens before its store is open, and
+/// a second process opening a SQLite file mid-migration would find it locked.
+fn wait_ready(port: u16) {
+    wait_for_port(port, Duration::from_secs(60)).expect("the server listens");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = std::net::TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut s| {
+                use std::io::{Read, Write};
+                s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n")?;
+                let mut head = [0u8; 12];
+                s.read_exact(&mut head)?;
+                Ok(head.ends_with(b"200"))
+            })
+            .unwrap_or(false);
+        if ready {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the server never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn pg_base() -> String {
     std::env::var("SAGAFLOW_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
@@ -68,7 +91,7 @@ impl Shop {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn sagaflow serve");
-        wait_for_port(port, Duration::from_secs(60)).expect("the server listens");
+        wait_ready(port);
         let store = sagaflow::store_url::open(&url)
             .await
             .expect("open the store");
@@ -474,6 +497,54 @@ async fn cancel_while_parked(db: Db) {
     assert_eq!(shop.balance(&t2).await, 0);
     let (s, _) = shop.call(Method::GET, "/billing/balance", None, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = shop
+        .call(
+            Method::POST,
+            "/billing/add-money?money=9223372036854775807",
+            Some(&t2),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // A password is taken as given, spaces included.
+    let email = format!("spaces{}@shop.test", fastrand::u64(..));
+    let (s, _) = shop
+        .call(
+            Method::POST,
+            "/profile/register",
+            None,
+            Some(json!({"email": email, "password": " pw ", "username": "s", "role": "user"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = shop
+        .call(
+            Method::POST,
+            "/profile/login",
+            None,
+            Some(json!({"email": email, "password": " pw "})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = shop
+        .call(
+            Method::POST,
+            "/profile/login",
+            None,
+            Some(json!({"email": email, "password": "pw"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = shop
+        .call(
+            Method::POST,
+            "/profile/login",
+            None,
+            Some(json!({"email": "nobody@shop.test", "password": "pw"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
     shop.finish().await;
 }
 
@@ -528,6 +599,17 @@ async fn compensating_paths(db: Db) {
         (
             json!({"customer_id": "c", "items": [{"product_id": "product-1", "quantity": 1, "price": -1.0}]}),
             "bad_price",
+        ),
+        (
+            json!({"customer_id": "c", "items": [{"product_id": "product-1", "quantity": 2, "price": 5e16}]}),
+            "bad_price",
+        ),
+        (
+            json!({"customer_id": "c", "items": [
+                {"product_id": "product-1", "quantity": 1, "price": 1.0},
+                {"product_id": "product-1", "quantity": 1, "price": 1.0}
+            ]}),
+            "duplicate_product",
         ),
     ] {
         let (s, v) = shop

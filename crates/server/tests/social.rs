@@ -10,6 +10,29 @@ use reqwest::{Client, StatusCode};
 use sagaflow_testkit::brokers::{free_port, wait_for_port};
 use serde_json::{json, Value};
 
+/// Waits until the server answers `/readyz` with 200: it listens before its store is open, and
+/// a second process opening a SQLite file mid-migration would find it locked.
+fn wait_ready(port: u16) {
+    wait_for_port(port, Duration::from_secs(60)).expect("the server listens");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = std::net::TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut s| {
+                use std::io::{Read, Write};
+                s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n")?;
+                let mut head = [0u8; 12];
+                s.read_exact(&mut head)?;
+                Ok(head.ends_with(b"200"))
+            })
+            .unwrap_or(false);
+        if ready {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the server never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn pg_base() -> String {
     std::env::var("SAGAFLOW_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
@@ -54,7 +77,7 @@ fn start(postgres: bool) -> (Server, Option<String>) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn sagaflow serve");
-    wait_for_port(port, Duration::from_secs(60)).expect("the server listens");
+    wait_ready(port);
     (
         Server {
             child,
