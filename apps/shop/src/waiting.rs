@@ -73,6 +73,25 @@ fn parked_at(saga: &SagaState, step: usize) -> bool {
     saga.status == Status::Waiting && saga.parked.as_ref().is_some_and(|p| p.step == step)
 }
 
+/// Parked at `step`, or still attempting it — an attempt that finds nothing may be about
+/// to park, and the engine holds a signal for it so the wake-up is not lost.
+fn waiting_or_trying(saga: &SagaState, step: usize) -> bool {
+    parked_at(saga, step) || (saga.status == Status::Running && saga.current_step() == Some(step))
+}
+
+/// Signals one saga; `false` when it was no longer there to take it.
+async fn wake(state: &ShopState, id: &str, signal: &str, payload: Value) -> Result<bool, Problem> {
+    match state
+        .engine
+        .signal(SignalTarget::Saga(SagaId(id.to_string())), signal, payload)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(EngineError::Refused(_)) => Ok(false),
+        Err(e) => Err(engine_problem(e)),
+    }
+}
+
 struct Call<'a> {
     order_id: &'a str,
     user_id: String,
@@ -365,15 +384,15 @@ pub async fn add_money(
     })
     .await
     .map_err(store_problem)?;
-    state
-        .engine
-        .signal(
-            SignalTarget::Correlation(user.id),
-            MONEY_ADDED,
-            json!({ "money": money }),
-        )
-        .await
-        .map_err(engine_problem)?;
+    // Every order of this user that waits for money, or is trying to pay right now.
+    for (id, _, _) in user_orders(&state, &user.id, None).await? {
+        if saga(&state, &id)
+            .await?
+            .is_some_and(|s| waiting_or_trying(&s, BILLING))
+        {
+            wake(&state, &id, MONEY_ADDED, json!({ "money": money })).await?;
+        }
+    }
     Ok(Json(balance))
 }
 
@@ -639,21 +658,10 @@ pub async fn add_stock(
         let id = text(&row, 0);
         if saga(&state, &id)
             .await?
-            .is_some_and(|s| parked_at(&s, STOCK))
+            .is_some_and(|s| waiting_or_trying(&s, STOCK))
+            && wake(&state, &id, STOCK_ADDED, json!({})).await?
         {
-            match state
-                .engine
-                .signal(
-                    SignalTarget::Saga(SagaId(id.clone())),
-                    STOCK_ADDED,
-                    json!({}),
-                )
-                .await
-            {
-                Ok(_) => resumed.push(id),
-                Err(EngineError::Refused(_)) => {}
-                Err(e) => return Err(engine_problem(e)),
-            }
+            resumed.push(id);
         }
     }
     Ok(Json(

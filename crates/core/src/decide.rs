@@ -182,6 +182,24 @@ impl<'a> Decider<'a> {
         self.events.push(event);
     }
 
+    /// The step whose action is being attempted (an answer awaited, or a retry due) while
+    /// the saga runs forward.
+    fn action_in_progress(&self) -> Option<usize> {
+        let s = &self.state;
+        if s.status != Status::Running {
+            return None;
+        }
+        s.in_flight
+            .as_ref()
+            .filter(|f| f.phase == Phase::Action)
+            .map(|f| f.step)
+            .or(s
+                .retry
+                .as_ref()
+                .filter(|r| r.phase == Phase::Action)
+                .map(|r| r.step))
+    }
+
     fn step_name(&self, step: usize) -> String {
         self.def
             .steps
@@ -236,6 +254,17 @@ impl<'a> Decider<'a> {
                     .clone()
                     .filter(|_| status == Status::Waiting)
                 else {
+                    // A step still being attempted (its answer not in yet, or a retry due)
+                    // may be about to ask to wait for this very signal: hold it for that
+                    // step, so a signal that overtakes the park is not lost.
+                    if let Some(step) = self.action_in_progress() {
+                        self.emit(Event::SignalHeld {
+                            step,
+                            name: name.clone(),
+                            payload: payload.clone(),
+                        });
+                        return Ok(());
+                    }
                     return Err(Refusal::NotWaiting {
                         saga_id: id,
                         status,
@@ -391,6 +420,18 @@ impl<'a> Decider<'a> {
                         signal: until.clone(),
                         timeout_at: timeout_ms.map(|ms| self.ctx.now.saturating_add(ms as Millis)),
                     });
+                    // A signal it waits for may have come while it was being attempted.
+                    let held =
+                        self.state.held_signals.iter().find(|h| {
+                            h.step == step && until.as_ref().is_none_or(|u| *u == h.name)
+                        });
+                    if let Some(h) = held.cloned() {
+                        self.emit(Event::Signalled {
+                            step,
+                            name: h.name,
+                            payload: h.payload,
+                        });
+                    }
                 }
             }
         }

@@ -138,6 +138,16 @@ pub enum Event {
         /// The signal's payload (merged into the context when it is an object).
         payload: Value,
     },
+    /// A signal came while the step was still being attempted: it is held, and wakes the
+    /// step at once should this attempt ask to wait for it.
+    SignalHeld {
+        /// Step index.
+        step: usize,
+        /// The signal's name.
+        name: String,
+        /// The signal's payload.
+        payload: Value,
+    },
     /// The step's guard did not hold and it was skipped.
     StepSkipped {
         /// Step index.
@@ -217,6 +227,7 @@ impl Event {
             Event::Parked { .. } => "parked",
             Event::ParkTimedOut { .. } => "park_timed_out",
             Event::Signalled { .. } => "signalled",
+            Event::SignalHeld { .. } => "signal_held",
             Event::StepSkipped { .. } => "step_skipped",
             Event::GuardRefused { .. } => "guard_refused",
             Event::CompensationSucceeded { .. } => "compensation_succeeded",

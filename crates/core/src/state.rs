@@ -241,7 +241,25 @@ pub struct SagaState {
     /// The trace context of that request.
     #[serde(default)]
     pub traceparent: Option<String>,
+    /// Signals that came while their step was being attempted, kept until the step parks
+    /// (and is woken by one at once), moves on, or the saga stops running forward.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_signals: Vec<HeldSignal>,
 }
+
+/// A signal held for a step that was being attempted when it came.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldSignal {
+    /// Step index.
+    pub step: usize,
+    /// The signal's name.
+    pub name: String,
+    /// Its payload.
+    pub payload: Value,
+}
+
+/// Held signals kept per saga at most; the oldest go first.
+pub const HELD_SIGNALS_MAX: usize = 16;
 
 impl SagaState {
     /// The state before the `Started` event: nothing yet.
@@ -258,6 +276,7 @@ impl SagaState {
             steps: vec![StepRecord::new(); step_count],
             in_flight: None,
             parked: None,
+            held_signals: Vec::new(),
             retry: None,
             pivot_passed: false,
             reason: None,
@@ -304,7 +323,17 @@ pub fn merge_output(context: &mut Value, step_name: &str, output: &Value) {
 
 /// Applies one event at time `at`. Total: an event that does not fit the state changes
 /// only the journal version, so a fold of any journal is defined.
-pub fn evolve(mut s: SagaState, def: &Definition, event: &Event, at: Millis) -> SagaState {
+pub fn evolve(s: SagaState, def: &Definition, event: &Event, at: Millis) -> SagaState {
+    let mut s = apply(s, def, event, at);
+    // Held signals wait for a step going forward; once the saga compensates or ends, none
+    // will park to take them.
+    if !matches!(s.status, Status::Running | Status::Waiting) {
+        s.held_signals.clear();
+    }
+    s
+}
+
+fn apply(mut s: SagaState, def: &Definition, event: &Event, at: Millis) -> SagaState {
     s.journal_version += 1;
     s.updated_at = at;
     let name = |i: usize| def.steps.get(i).map(|st| st.name.as_str()).unwrap_or("?");
@@ -358,6 +387,7 @@ pub fn evolve(mut s: SagaState, def: &Definition, event: &Event, at: Millis) -> 
         }
         Event::StepSucceeded { step, output, .. } => {
             s.in_flight = None;
+            s.held_signals.retain(|h| h.step != *step);
             if let Some(rec) = s.steps.get_mut(*step) {
                 rec.state = StepState::Done;
             }
@@ -476,6 +506,21 @@ pub fn evolve(mut s: SagaState, def: &Definition, event: &Event, at: Millis) -> 
                 rec.budget_from = rec.attempts;
             }
             merge_output(&mut s.context, signal, payload);
+            s.held_signals.retain(|h| h.step != *step);
+        }
+        Event::SignalHeld {
+            step,
+            name: signal,
+            payload,
+        } => {
+            if s.held_signals.len() >= HELD_SIGNALS_MAX {
+                s.held_signals.remove(0);
+            }
+            s.held_signals.push(HeldSignal {
+                step: *step,
+                name: signal.clone(),
+                payload: payload.clone(),
+            });
         }
         Event::StepSkipped { step, .. } => {
             if let Some(rec) = s.steps.get_mut(*step) {

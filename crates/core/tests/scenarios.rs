@@ -582,17 +582,60 @@ fn a_parked_step_waits_for_its_signal_by_name_then_attempts_again() {
     assert_eq!(run.state.context["approver"], "ann");
     run.ok();
     assert_eq!(run.in_flight(), (2, 1, Phase::Action));
-    // Nothing is parked any more.
-    assert!(matches!(
-        run.input(Input::Signal {
+    // Nothing is parked any more: a signal now is held for the step being attempted, and
+    // dropped when that step moves on without waiting.
+    let events = run
+        .input(Input::Signal {
             name: "approved".into(),
-            payload: json!({})
-        }),
-        Err(Refusal::NotWaiting {
-            status: Status::Running,
-            ..
+            payload: json!({}),
         })
-    ));
+        .unwrap();
+    assert_eq!(names(&events), ["signal_held"]);
+    run.ok();
+    assert!(run.state.held_signals.is_empty());
+}
+
+#[test]
+fn a_signal_that_overtakes_the_park_wakes_the_step_at_once() {
+    let mut run = Run::start(order(), json!({}));
+    run.ok();
+    assert_eq!(run.in_flight(), (1, 1, Phase::Action));
+    // The world changed (say, stock was added) while the attempt that found none was still
+    // answering: the signal is held…
+    let events = run
+        .input(Input::Signal {
+            name: "approved".into(),
+            payload: json!({"by": "ann"}),
+        })
+        .unwrap();
+    assert_eq!(names(&events), ["signal_held"]);
+    assert_eq!(run.state.status, Status::Running);
+    // …and when the attempt asks to wait for it, the step is woken and attempted again.
+    let events = run.answer(Outcome::park("approved"));
+    assert_eq!(
+        names(&events),
+        ["parked", "signalled", "attempt_dispatched"]
+    );
+    assert_eq!(run.in_flight(), (1, 2, Phase::Action));
+    assert_eq!(run.state.context["by"], "ann");
+    assert!(run.state.held_signals.is_empty());
+    // A held signal of another name does not wake it.
+    let events = run
+        .input(Input::Signal {
+            name: "other".into(),
+            payload: json!({}),
+        })
+        .unwrap();
+    assert_eq!(names(&events), ["signal_held"]);
+    let events = run.answer(Outcome::park("approved"));
+    assert_eq!(names(&events), ["parked"]);
+    assert_eq!(run.state.status, Status::Waiting);
+    // Compensating drops what is held.
+    run.input(Input::Cancel {
+        reason: "stop".into(),
+    })
+    .unwrap();
+    assert!(run.state.held_signals.is_empty());
 }
 
 #[test]

@@ -317,6 +317,12 @@ pub fn describe(event: &Event, step: &dyn Fn(usize) -> String) -> String {
         ),
         Event::ParkTimedOut { step: s } => format!("{} waited too long", step(*s)),
         Event::Signalled { step: s, name, .. } => format!("{} woken by signal {name}", step(*s)),
+        Event::SignalHeld { step: s, name, .. } => {
+            format!(
+                "signal {name} held for {} (still being attempted)",
+                step(*s)
+            )
+        }
         Event::StepSkipped { step: s, reason } => {
             format!("{} skipped: guard {reason} is false", step(*s))
         }
