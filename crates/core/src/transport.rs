@@ -4,7 +4,8 @@
 //! What every transport promises (the conformance suite in `sagaflow-testkit` checks it):
 //! - `publish` returns `Ok` only once the message is safely with the broker;
 //! - a message is delivered to one member of each group, and again until it is acked: after
-//!   a nack, and after its consumer went away without settling it;
+//!   a nack, after its consumer went away without settling it, and — where the broker has
+//!   an ack timeout (NATS's `ack_wait`) — after it stayed unsettled that long;
 //! - the same `message_id` published twice (within the broker's de-duplication window) is
 //!   delivered once;
 //! - a single consumer that settles each message before taking the next sees one topic's

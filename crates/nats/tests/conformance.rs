@@ -11,6 +11,7 @@ use sagaflow_testkit::brokers::NatsServer;
 use sagaflow_testkit::transport_conformance::{self, TransportUnderTest};
 
 const MAX_DELIVER: u32 = 3;
+const ACK_WAIT: Duration = Duration::from_secs(2);
 
 struct Nats {
     url: String,
@@ -29,7 +30,7 @@ impl Nats {
 
 fn test_config(url: &str) -> NatsConfig {
     NatsConfig {
-        ack_wait: Duration::from_secs(2),
+        ack_wait: ACK_WAIT,
         max_deliver: MAX_DELIVER,
         retry_delay: Duration::from_millis(50),
         consumer_inactive: Some(Duration::from_secs(300)),
@@ -49,6 +50,10 @@ impl TransportUnderTest for Nats {
 
     fn max_deliver(&self) -> u32 {
         MAX_DELIVER
+    }
+
+    fn ack_timeout(&self) -> Option<Duration> {
+        Some(ACK_WAIT)
     }
 
     async fn restart_broker(&self) -> bool {

@@ -2,7 +2,8 @@
 //! engine` processes and a `sagaflow participant` process, over PostgreSQL and a real broker,
 //! every connection going through a TCP fault proxy. Mid-run one engine is killed with
 //! SIGKILL, the broker restarts, the connections to PostgreSQL and to the broker are cut and
-//! restored and delayed, and poison messages are published. At the end every saga must have
+//! restored, delayed, reset, and held (a partition: open but silent), and poison messages
+//! are published. At the end every saga must have
 //! ended as the drill expects, every effect exactly once (compensated sagas' net effect
 //! zero), and the dead letters must hold exactly the poison.
 
@@ -252,11 +253,22 @@ async fn run(mut broker: Broker) {
                 broker_proxy.reset();
                 step += 1;
             }
+            5 if n >= 600 => {
+                eprintln!(
+                    "{n} ended: a 3 s partition from PostgreSQL and the broker (held, not closed)"
+                );
+                pg_proxy.hold();
+                broker_proxy.hold();
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                pg_proxy.restore();
+                broker_proxy.restore();
+                step += 1;
+            }
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
     starter.await.unwrap();
-    assert_eq!(step, 5, "every fault was injected");
+    assert_eq!(step, 6, "every fault was injected");
 
     let report = sagaflow::drill::verify(&store, SAGAS)
         .await

@@ -4,7 +4,10 @@
 //! - [`FaultProxy::reset`] aborts every open connection with a TCP reset;
 //! - [`FaultProxy::cut`] resets them and refuses new ones (each is reset at once) until
 //!   [`FaultProxy::restore`];
-//! - [`FaultProxy::delay`] holds every chunk of data, both ways, for a while before passing it on.
+//! - [`FaultProxy::delay`] holds every chunk of data, both ways, for a while before passing it on;
+//! - [`FaultProxy::hold`] stops passing data on (a network partition, as TCP sees one: the
+//!   connections stay open and nothing arrives) until [`FaultProxy::restore`], which lets
+//!   what was held through.
 //!
 //! It runs on a thread of its own, so it keeps working whatever the test's runtime does.
 
@@ -20,6 +23,8 @@ use tokio::task::AbortHandle;
 #[derive(Default)]
 struct State {
     cut: AtomicBool,
+    held: AtomicBool,
+    released: tokio::sync::Notify,
     delay_ms: AtomicU64,
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, AbortHandle>>,
@@ -92,10 +97,18 @@ impl FaultProxy {
         self.reset();
     }
 
-    /// Lets connections through again, without delay.
+    /// Lets connections through again, without delay, and releases what was held.
     pub fn restore(&self) {
         self.state.delay_ms.store(0, Ordering::SeqCst);
         self.state.cut.store(false, Ordering::SeqCst);
+        self.state.held.store(false, Ordering::SeqCst);
+        self.state.released.notify_waiters();
+    }
+
+    /// Stops passing data on, both ways, keeping every connection open, until
+    /// [`restore`](Self::restore).
+    pub fn hold(&self) {
+        self.state.held.store(true, Ordering::SeqCst);
     }
 
     /// Holds each chunk of data for `by` before passing it on (zero: no delay).
@@ -182,6 +195,13 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        while state.held.load(Ordering::SeqCst) {
+            let released = state.released.notified();
+            if !state.held.load(Ordering::SeqCst) {
+                break;
+            }
+            released.await;
+        }
         let delay = state.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -258,5 +278,18 @@ mod tests {
         );
         proxy.delay(Duration::ZERO);
         assert!(proxy.accepted() >= 4);
+
+        // Held: the connection stays open, nothing arrives; restored, it all comes through.
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        proxy.hold();
+        s.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        assert!(s.read_exact(&mut buf).is_err(), "nothing passes while held");
+        proxy.restore();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping", "what was held comes through");
     }
 }

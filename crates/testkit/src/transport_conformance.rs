@@ -34,6 +34,13 @@ pub trait TransportUnderTest: Send + Sync {
     /// Stops the broker and starts it again, keeping its data; `false` when there is no
     /// broker to restart (the in-memory bus), and the restart check passes vacuously.
     async fn restart_broker(&self) -> bool;
+    /// How long a delivery may stay unsettled, its consumer alive, before it is delivered
+    /// again; `None` for a transport without such a timeout (RabbitMQ redelivers only when
+    /// the consumer's channel goes; the in-memory bus when the delivery is dropped), and
+    /// the ack-timeout check passes vacuously.
+    fn ack_timeout(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// One dead letter a sink received.
@@ -230,6 +237,30 @@ pub async fn unsettled_delivery_comes_back_when_its_consumer_goes_away(t: &dyn T
     again.ack().await;
 }
 
+/// A delivery held unsettled past the ack timeout, its consumer still alive (stuck in a
+/// handler), is delivered again.
+pub async fn a_delivery_held_past_the_ack_timeout_comes_again(t: &dyn TransportUnderTest) {
+    let Some(ack_timeout) = t.ack_timeout() else {
+        return;
+    };
+    let bus = t.connect(RecordingSink::new()).await;
+    let topic = unique_topic("ackwait");
+    let mut sub = bus.subscribe(&topic, "g").await.expect("subscribe");
+    publish(&*bus, &topic, "m", "slow to handle").await;
+    let held = next_within(&mut sub, "the message").await;
+    let started = std::time::Instant::now();
+    let again = next_within(&mut sub, "the message, after the ack timeout").await;
+    assert_eq!(text(&again), "slow to handle");
+    assert!(again.redelivered >= 1, "a redelivery says so");
+    assert!(
+        started.elapsed() + Duration::from_millis(200) >= ack_timeout,
+        "delivered again before the ack timeout ({:?} < {ack_timeout:?})",
+        started.elapsed()
+    );
+    again.ack().await;
+    drop(held);
+}
+
 /// The same message id published twice is delivered once.
 pub async fn duplicate_publish_is_delivered_once(t: &dyn TransportUnderTest) {
     let bus = t.connect(RecordingSink::new()).await;
@@ -384,6 +415,7 @@ macro_rules! transport_conformance_tests {
             messages_wait_for_a_late_subscriber,
             nack_delivers_again,
             unsettled_delivery_comes_back_when_its_consumer_goes_away,
+            a_delivery_held_past_the_ack_timeout_comes_again,
             duplicate_publish_is_delivered_once,
             one_consumer_sees_publish_order,
             a_group_shares_messages_among_its_members,
