@@ -52,14 +52,11 @@ pub(crate) async fn relay(
 /// again (at `claimed_at`) is meant as a second delivery, so it goes out under a fresh id
 /// that a broker's de-duplication does not swallow.
 async fn publish(shared: &Arc<Shared>, rows: Vec<OutboxRow>, claimed_at: Option<i64>) {
-    // A broker acknowledges each publish after a round trip: keep many in flight at once.
-    let mut in_flight = tokio::task::JoinSet::new();
-    for row in rows {
-        if in_flight.len() >= PUBLISH_CONCURRENCY {
-            in_flight.join_next().await;
-        }
-        let shared = shared.clone();
-        in_flight.spawn(async move {
+    use futures_util::StreamExt;
+    // A broker acknowledges each publish after a round trip: keep many in flight at once
+    // (on this task: no task per message).
+    futures_util::stream::iter(rows)
+        .for_each_concurrent(PUBLISH_CONCURRENCY, |row| async move {
             let id = match claimed_at {
                 None => row.key.clone(),
                 Some(at) => format!("{}#{at}", row.key),
@@ -68,9 +65,8 @@ async fn publish(shared: &Arc<Shared>, rows: Vec<OutboxRow>, claimed_at: Option<
                 // The row stays in the outbox; it is published again when its lease expires.
                 tracing::warn!(key = %row.key, error = %e, "publish failed");
             }
-        });
-    }
-    while in_flight.join_next().await.is_some() {}
+        })
+        .await;
 }
 
 async fn claim(shared: &Arc<Shared>) {
