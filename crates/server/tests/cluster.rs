@@ -10,13 +10,11 @@ use std::time::{Duration, Instant};
 use sagaflow_testkit::brokers::free_port;
 use serde_json::{json, Value};
 
+mod support;
+use support::pg_url;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn pg_url() -> String {
-    std::env::var("SAGAFLOW_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
 }
 
 fn cluster(name: &str, ports: &str, args: &[&str]) -> (bool, String) {
@@ -46,6 +44,29 @@ fn alive(pid: &str) -> bool {
             !matches!(state, Some(Some('Z' | 'X')))
         })
         .unwrap_or(false)
+}
+
+/// Waits (with a deadline) until the saga has completed across the cluster's processes.
+async fn wait_completed(client: &reqwest::Client, base: &str, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let saga: Value = client
+            .get(format!("{base}/sagas/{id}"))
+            .send()
+            .await
+            .expect("read the saga")
+            .json()
+            .await
+            .expect("a JSON answer");
+        if saga["status"] == "completed" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "saga {id} did not complete across the processes: {saga}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Stops the cluster even when an assertion fails.
@@ -88,25 +109,7 @@ async fn up_runs_a_saga_across_processes_and_down_stops_exactly_what_up_started(
         .await
         .expect("a JSON answer");
     let id = started["saga_id"].as_str().expect("saga_id").to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let saga: Value = client
-            .get(format!("{base}/sagas/{id}"))
-            .send()
-            .await
-            .expect("read the saga")
-            .json()
-            .await
-            .expect("a JSON answer");
-        if saga["status"] == "completed" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "saga {id} did not complete across the processes: {saga}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_completed(&client, &base, &id).await;
 
     // The shop, one process per role: its flow 2 purchase completes across the processes.
     let bought: Value = client
@@ -119,25 +122,7 @@ async fn up_runs_a_saga_across_processes_and_down_stops_exactly_what_up_started(
         .await
         .expect("a JSON answer");
     let purchase = bought["saga_id"].as_str().expect("saga_id").to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let saga: Value = client
-            .get(format!("{base}/sagas/{purchase}"))
-            .send()
-            .await
-            .expect("read the purchase")
-            .json()
-            .await
-            .expect("a JSON answer");
-        if saga["status"] == "completed" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "purchase {purchase} did not complete: {saga}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_completed(&client, &base, &purchase).await;
 
     let pids: Vec<String> = std::fs::read_dir(repo().join("target").join(&name))
         .expect("the cluster folder")

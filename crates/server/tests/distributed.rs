@@ -18,13 +18,11 @@ use sagaflow_testkit::brokers::{free_port, wait_for_port, NatsServer};
 use sagaflow_testkit::fault_proxy::FaultProxy;
 use serde_json::json;
 
+mod support;
+use support::pg_url;
+
 const SAGAS: usize = 1000;
 const PG_PORT: u16 = 5432;
-
-fn pg_base() -> String {
-    std::env::var("SAGAFLOW_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
 
 /// The same database through another port.
 fn via_port(url: &str, from: u16, to: u16) -> String {
@@ -121,7 +119,7 @@ async fn run(mut broker: Broker) {
     let schema = format!("distributed_{}", fastrand::u32(..));
     let pg_proxy = FaultProxy::start(PG_PORT);
     let broker_proxy = FaultProxy::start(broker.port());
-    let direct_pg = format!("{}?schema={schema}", pg_base());
+    let direct_pg = format!("{}?schema={schema}", pg_url());
     let proxied_pg = via_port(&direct_pg, PG_PORT, pg_proxy.port);
     let proxied_broker = broker.url_via(broker_proxy.port);
 
@@ -315,7 +313,7 @@ async fn run(mut broker: Broker) {
     drop(participant.take());
     engines.clear();
     api.shutdown().await;
-    let _ = sagaflow_postgres::drop_schema(&pg_base(), &schema).await;
+    let _ = sagaflow_postgres::drop_schema(&pg_url(), &schema).await;
     if let Broker::Amqp { namespace } = &broker {
         let _ = sagaflow_testkit::brokers::delete_rabbitmq_queues(namespace);
     }

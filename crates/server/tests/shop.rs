@@ -3,58 +3,25 @@
 //! while parked, and flow 2's happy path and each compensation, with balances, stock and
 //! shipments checked afterwards.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, Method, StatusCode};
 use sagaflow_core::Store;
-use sagaflow_testkit::brokers::{free_port, wait_for_port};
 use serde_json::{json, Value};
 
-/// Waits until the server answers `/readyz` with 200: it listens before its store is open, and
-/// a second process opening a SQLite file mid-migration would find it locked.
-fn wait_ready(port: u16) {
-    wait_for_port(port, Duration::from_secs(60)).expect("the server listens");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = std::net::TcpStream::connect(("127.0.0.1", port))
-            .and_then(|mut s| {
-                use std::io::{Read, Write};
-                s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n")?;
-                let mut head = [0u8; 12];
-                s.read_exact(&mut head)?;
-                Ok(head.ends_with(b"200"))
-            })
-            .unwrap_or(false);
-        if ready {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the server never became ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn pg_base() -> String {
-    std::env::var("SAGAFLOW_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
+mod support;
+use support::{pg_url, Serve};
 
 /// A running server, its store (for checking tables) and a client.
 struct Shop {
-    child: Child,
+    _server: Serve,
     base: String,
     http: Client,
     store: Arc<dyn Store>,
     _dir: tempfile::TempDir,
     schema: Option<String>,
-}
-
-impl Drop for Shop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[derive(Clone, Copy)]
@@ -73,31 +40,16 @@ impl Shop {
             ),
             Db::Postgres => {
                 let schema = format!("shop_{}", fastrand::u32(..));
-                (format!("{}?schema={schema}", pg_base()), Some(schema))
+                (format!("{}?schema={schema}", pg_url()), Some(schema))
             }
         };
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_sagaflow"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--database-url",
-                &url,
-            ])
-            .envs(env.iter().copied())
-            .env("SAGAFLOW_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sagaflow serve");
-        wait_ready(port);
+        let server = Serve::start(&url, env);
         let store = sagaflow::store_url::open(&url)
             .await
             .expect("open the store");
         Shop {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: server.base.clone(),
+            _server: server,
             http: Client::new(),
             store,
             _dir: dir,
@@ -268,7 +220,7 @@ impl Shop {
     async fn finish(self) {
         if let Some(schema) = self.schema.clone() {
             drop(self);
-            let _ = sagaflow_postgres::drop_schema(&pg_base(), &schema).await;
+            let _ = sagaflow_postgres::drop_schema(&pg_url(), &schema).await;
         }
     }
 }

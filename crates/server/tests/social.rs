@@ -3,86 +3,38 @@
 //! that fails (with the reason at login); bad credentials; the profile with its status; and
 //! the request id and trace context of the registration reaching the verifier.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
-use sagaflow_testkit::brokers::{free_port, wait_for_port};
 use serde_json::{json, Value};
 
-/// Waits until the server answers `/readyz` with 200: it listens before its store is open, and
-/// a second process opening a SQLite file mid-migration would find it locked.
-fn wait_ready(port: u16) {
-    wait_for_port(port, Duration::from_secs(60)).expect("the server listens");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = std::net::TcpStream::connect(("127.0.0.1", port))
-            .and_then(|mut s| {
-                use std::io::{Read, Write};
-                s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n")?;
-                let mut head = [0u8; 12];
-                s.read_exact(&mut head)?;
-                Ok(head.ends_with(b"200"))
-            })
-            .unwrap_or(false);
-        if ready {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the server never became ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn pg_base() -> String {
-    std::env::var("SAGAFLOW_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
+mod support;
+use support::{pg_url, Serve};
 
 struct Server {
-    child: Child,
     base: String,
     url: String,
+    _serve: Serve,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(postgres: bool) -> (Server, Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let (url, schema) = if postgres {
         let schema = format!("social_{}", fastrand::u32(..));
-        (format!("{}?schema={schema}", pg_base()), Some(schema))
+        (format!("{}?schema={schema}", pg_url()), Some(schema))
     } else {
         (
             format!("sqlite://{}", dir.path().join("social.db").display()),
             None,
         )
     };
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_sagaflow"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            &url,
-        ])
-        .env("SAGAFLOW_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn sagaflow serve");
-    wait_ready(port);
+    let serve = Serve::start(&url, &[]);
     (
         Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: serve.base.clone(),
             url,
+            _serve: serve,
             _dir: dir,
         },
         schema,
@@ -225,7 +177,7 @@ async fn registration(postgres: bool) {
 
     drop(server);
     if let Some(schema) = schema {
-        let _ = sagaflow_postgres::drop_schema(&pg_base(), &schema).await;
+        let _ = sagaflow_postgres::drop_schema(&pg_url(), &schema).await;
     }
 }
 

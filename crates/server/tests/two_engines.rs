@@ -9,12 +9,10 @@ use sagaflow_core::Store;
 use sagaflow_engine::{Engine, EngineConfig, MemoryBus, ParticipantHandle, StartSaga};
 use serde_json::json;
 
-const SAGAS: usize = 300;
+mod support;
+use support::pg_url;
 
-fn pg_url() -> String {
-    std::env::var("SAGAFLOW_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
+const SAGAS: usize = 300;
 
 async fn node(url: &str, schema: &str) -> (Engine, ParticipantHandle, Arc<dyn Store>) {
     let store: Arc<dyn Store> = Arc::new(

@@ -1,0 +1,79 @@
+//! What the server's integration tests share: the PostgreSQL URL, and a `sagaflow serve`
+//! child process that is ready (store open) before a test talks to it.
+
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sagaflow_testkit::brokers::{free_port, wait_for_port};
+
+/// The test database (`SAGAFLOW_TEST_PG_URL`, default the local `test` database).
+pub fn pg_url() -> String {
+    std::env::var("SAGAFLOW_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// Waits until the server answers `/readyz` with 200: it listens before its store is open, and
+/// a second process opening a SQLite file mid-migration would find it locked.
+pub fn wait_ready(port: u16) {
+    wait_for_port(port, Duration::from_secs(60)).expect("the server listens");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = std::net::TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut s| {
+                use std::io::{Read, Write};
+                s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n")?;
+                let mut head = [0u8; 12];
+                s.read_exact(&mut head)?;
+                Ok(head.ends_with(b"200"))
+            })
+            .unwrap_or(false);
+        if ready {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the server never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `sagaflow serve` on a free loopback port; killed when dropped.
+pub struct Serve {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl Serve {
+    /// Starts one on `database_url` with extra environment, and waits until it is ready.
+    pub fn start(database_url: &str, env: &[(&str, &str)]) -> Serve {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--database-url",
+                database_url,
+            ])
+            .envs(env.iter().copied())
+            .env("SAGAFLOW_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sagaflow serve");
+        let serve = Serve {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        wait_ready(port);
+        serve
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
