@@ -5,14 +5,21 @@
 //! birthdate `YYYY-MM-DD` of someone aged 14 to 120 today; and, for demos, a configurable
 //! share of registrations refused at random (the same users each time: the draw is a hash
 //! of the user id).
+//!
+//! When a verification authority is configured (`SAGAFLOW_SOCIAL_VERIFIER_AUTHORITY`), a
+//! registration that passes the rules is also put to it (`POST` of the registration, with the
+//! request id and `traceparent`); it answers `{"passed": bool, "reason": …}`. While it does not
+//! answer, the verifier is *down*: it replies nothing and the command comes again later.
 
-use sagaflow_core::{Outcome, ParticipantTx, StoreError};
-use sagaflow_engine::{async_trait, CommandCall, Participant, TxHandler};
-use serde_json::json;
+use std::sync::Arc;
+
+use sagaflow_app_kit::sql::{in_tx, int, now_ms, read, text};
+use sagaflow_core::{Outcome, SqlValue, Store, StoreError};
+use sagaflow_engine::{CommandCall, Participant, Unavailable};
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::SocialConfig;
-use sagaflow_app_kit::sql::{int, now_ms, text};
 
 /// Checks the data; `Err(reason)` when it fails a rule.
 pub fn check(
@@ -90,77 +97,179 @@ fn draw(user_id: &str) -> f64 {
     (n >> 11) as f64 / (1u64 << 53) as f64
 }
 
-struct Verify {
+/// What the verifier needs.
+#[derive(Clone)]
+struct Verifier {
+    store: Arc<dyn Store>,
     rejection_rate: f64,
+    authority: Option<(String, reqwest::Client)>,
 }
 
-#[async_trait]
-impl TxHandler for Verify {
-    async fn handle(
-        &self,
-        call: &CommandCall,
-        tx: &mut dyn ParticipantTx,
-    ) -> Result<Outcome, StoreError> {
+/// A verdict: passed, or failed with the reason.
+type Verdict = Result<(), String>;
+
+impl Verifier {
+    /// The verdict for a registration: the recorded one when there is one (the same answer
+    /// every time), else the rules', then the authority's; `Unavailable` when the authority
+    /// does not answer.
+    async fn verify(&self, call: &CommandCall) -> Result<Outcome, Unavailable> {
+        let store = &self.store;
         let c = &call.context;
         let user_id = c["user_id"].as_str().unwrap_or_default().to_string();
-        let recorded = tx
-            .query(
-                "SELECT passed, reason FROM social_verifier_checks WHERE user_id = $1",
-                &[user_id.as_str().into()],
-            )
-            .await?;
-        let (passed, reason) = match recorded.first() {
-            Some(row) => (int(row, 0) == 1, text(row, 1)),
-            None => {
-                let verdict = check(
-                    c["first_name"].as_str().unwrap_or_default(),
-                    c["second_name"].as_str().unwrap_or_default(),
-                    c["birthdate"].as_str().unwrap_or_default(),
-                    date_of(now_ms()),
-                )
-                .and_then(|()| {
-                    if draw(&user_id) < self.rejection_rate {
-                        Err(
-                            "refused at random for the demo (SAGAFLOW_SOCIAL_REJECTION_RATE)"
-                                .to_string(),
-                        )
-                    } else {
-                        Ok(())
-                    }
-                });
-                let (passed, reason) = match verdict {
-                    Ok(()) => (true, "passed".to_string()),
-                    Err(why) => (false, why),
-                };
-                tx.execute(
-                    "INSERT INTO social_verifier_checks (user_id, passed, reason, request_id, traceparent, checked_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[
-                        user_id.as_str().into(),
-                        i64::from(passed).into(),
-                        reason.as_str().into(),
-                        call.request_id.clone().map(Into::into).unwrap_or(sagaflow_core::SqlValue::Null),
-                        call.traceparent.clone().map(Into::into).unwrap_or(sagaflow_core::SqlValue::Null),
-                        now_ms().into(),
-                    ],
-                )
-                .await?;
-                (passed, reason)
+        if let Some(recorded) = self.recorded(store, &user_id).await? {
+            return Ok(answer(recorded));
+        }
+        let mut verdict = check(
+            c["first_name"].as_str().unwrap_or_default(),
+            c["second_name"].as_str().unwrap_or_default(),
+            c["birthdate"].as_str().unwrap_or_default(),
+            date_of(now_ms()),
+        )
+        .and_then(|()| {
+            if draw(&user_id) < self.rejection_rate {
+                Err("refused at random for the demo (SAGAFLOW_SOCIAL_REJECTION_RATE)".to_string())
+            } else {
+                Ok(())
             }
+        });
+        if verdict.is_ok() {
+            // Asked outside any transaction: a slow authority holds no database lock.
+            verdict = self.ask_authority(call).await?;
+        }
+        // The first verdict recorded is the one every later question gets.
+        let (passed, reason) = match &verdict {
+            Ok(()) => (true, "passed".to_string()),
+            Err(why) => (false, why.clone()),
         };
-        Ok(Outcome::ok(
-            json!({ "verification": { "passed": passed, "reason": reason } }),
-        ))
+        let row: Vec<SqlValue> = vec![
+            user_id.as_str().into(),
+            i64::from(passed).into(),
+            reason.into(),
+            call.request_id
+                .clone()
+                .map(Into::into)
+                .unwrap_or(SqlValue::Null),
+            call.traceparent
+                .clone()
+                .map(Into::into)
+                .unwrap_or(SqlValue::Null),
+            now_ms().into(),
+        ];
+        in_tx(store, move |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "INSERT INTO social_verifier_checks (user_id, passed, reason, request_id, traceparent, checked_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO NOTHING",
+                    &row,
+                )
+                .await
+                .map(|_| ())
+            })
+        })
+        .await
+        .map_err(unavailable)?;
+        match self.recorded(store, &user_id).await? {
+            Some(recorded) => Ok(answer(recorded)),
+            None => Err(Unavailable("the verdict was not recorded".into())),
+        }
+    }
+
+    async fn recorded(
+        &self,
+        store: &Arc<dyn Store>,
+        user_id: &str,
+    ) -> Result<Option<Verdict>, Unavailable> {
+        let rows = read(
+            store,
+            "SELECT passed, reason FROM social_verifier_checks WHERE user_id = $1",
+            &[user_id.into()],
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(rows.first().map(|row| {
+            if int(row, 0) == 1 {
+                Ok(())
+            } else {
+                Err(text(row, 1))
+            }
+        }))
+    }
+
+    /// The authority's verdict; `Unavailable` when it does not answer or answers an error.
+    async fn ask_authority(&self, call: &CommandCall) -> Result<Verdict, Unavailable> {
+        let Some((url, client)) = &self.authority else {
+            return Ok(Ok(()));
+        };
+        let mut request = client.post(url).json(&call.context);
+        if let Some(tp) = &call.traceparent {
+            request = request.header("traceparent", tp);
+        }
+        if let Some(id) = &call.request_id {
+            request = request.header("x-request-id", id);
+        }
+        // Lets the authority (and a test) see that the broker brought the command back.
+        request = request.header("x-sagaflow-redelivered", call.redelivered.to_string());
+        let response = request.send().await.map_err(|e| {
+            Unavailable(format!(
+                "the verification authority at {url} does not answer: {e}"
+            ))
+        })?;
+        if !response.status().is_success() {
+            return Err(Unavailable(format!(
+                "the verification authority at {url} answered {}",
+                response.status()
+            )));
+        }
+        let body: Value = response.json().await.map_err(|e| {
+            Unavailable(format!(
+                "the verification authority's answer is unreadable: {e}"
+            ))
+        })?;
+        Ok(match body["passed"].as_bool() {
+            Some(true) => Ok(()),
+            Some(false) => Err(body["reason"]
+                .as_str()
+                .unwrap_or("refused by the verification authority")
+                .to_string()),
+            None => {
+                return Err(Unavailable(
+                    "the verification authority's answer has no `passed`".into(),
+                ))
+            }
+        })
     }
 }
 
-/// The verifier service.
-pub fn participant(config: &SocialConfig) -> Participant {
-    Participant::new("social-verifier").on_tx(
-        "verify",
-        Verify {
-            rejection_rate: config.rejection_rate,
-        },
-    )
+fn unavailable(e: StoreError) -> Unavailable {
+    Unavailable(format!("the verifier's database: {e}"))
+}
+
+fn answer(verdict: Verdict) -> Outcome {
+    let (passed, reason) = match verdict {
+        Ok(()) => (true, "passed".to_string()),
+        Err(why) => (false, why),
+    };
+    Outcome::ok(json!({ "verification": { "passed": passed, "reason": reason } }))
+}
+
+/// The verifier service, keeping its verdicts in `store`. While the authority (when one is
+/// configured) or the database does not answer, a command is nacked and comes again later
+/// — over RabbitMQ through the broker's delayed-retry loop.
+pub fn participant(config: &SocialConfig, store: Arc<dyn Store>) -> Participant {
+    let verifier = Verifier {
+        store,
+        rejection_rate: config.rejection_rate,
+        authority: config.verifier_authority.clone().map(|url| {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(2))
+                .build()
+                .unwrap_or_default();
+            (url, client)
+        }),
+    };
+    Participant::new("social-verifier").on_try("verify", move |call| {
+        let verifier = verifier.clone();
+        async move { verifier.verify(&call).await }
+    })
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ async fn while_the_verifier_is_down_verification_retries_then_completes_once_it_
     assert_eq!(status(&store, "u1").await, PENDING);
 
     // The verifier comes back: the next attempt is answered and the user verified.
-    let verifier = sagaflow_social::verifier::participant(&config)
+    let verifier = sagaflow_social::verifier::participant(&config, store.clone())
         .start(store.clone(), bus.clone())
         .await
         .unwrap();

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -198,7 +198,10 @@ fn is_open(path: &str) -> bool {
 
 /// The key a request carries: `Authorization: Bearer KEY`, else `X-API-Key: KEY`.
 fn presented(req: &Request) -> Option<&str> {
-    let headers = req.headers();
+    presented_in(req.headers())
+}
+
+fn presented_in(headers: &HeaderMap) -> Option<&str> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -214,6 +217,40 @@ fn presented(req: &Request) -> Option<&str> {
             .map(str::trim)
             .filter(|k| !k.is_empty())
     })
+}
+
+/// Checks the API key a request carries against `keys`, for endpoints an application keeps
+/// outside the engine's API (an internal endpoint of a reference system): `Ok` with no keys
+/// configured (the open embedded default, as for the API itself) or with a key that has
+/// `needed`; else 401 `unauthorized` or 403 `forbidden`.
+pub fn authorize(keys: &[ApiKey], headers: &HeaderMap, needed: Right) -> Result<(), Problem> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let Some(presented) = presented_in(headers) else {
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!("this endpoint needs an API key with the `{needed}` right: send it as `X-API-Key: KEY`"),
+        ));
+    };
+    let auth = Auth {
+        keys: keys.to_vec(),
+        read_open: false,
+    };
+    match auth.find(presented) {
+        None => Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the API key sent is not one this server knows",
+        )),
+        Some(key) if !key.rights.has(needed) => Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("the API key {:?} lacks the `{needed}` right", key.name),
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Middleware: lets a request through, or answers 401 `unauthorized` / 403 `forbidden`.

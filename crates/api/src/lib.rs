@@ -22,7 +22,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use sagaflow_engine::Engine;
 
-pub use auth::{hash_key, parse_sha256_hex, to_hex, ApiKey, Right, Rights, X_API_KEY};
+pub use auth::{authorize, hash_key, parse_sha256_hex, to_hex, ApiKey, Right, Rights, X_API_KEY};
 pub use extract::parse_json;
 pub use openapi::openapi;
 pub use problem::{Problem, PROBLEM_JSON};

@@ -616,7 +616,12 @@ impl Engine {
         Ok(self.shared.store.take_dead_letter(id).await?)
     }
 
-    /// This engine's counters and the store's gauges, in the Prometheus text format.
+    /// This engine's metrics, where an application adds its own (`app_metric`).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared.metrics
+    }
+
+    /// The metrics in the Prometheus text format.
     pub async fn metrics_text(&self) -> Result<String, EngineError> {
         let stats = self.shared.store.stats(self.shared.now()).await?;
         Ok(self.shared.metrics.render(&stats))

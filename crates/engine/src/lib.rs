@@ -25,6 +25,6 @@ pub use dead_letters::StoreDeadLetters;
 pub use engine::{Engine, EngineBuilder, EngineConfig, SagaEnd, SignalTarget, StartSaga, Started};
 pub use error::EngineError;
 pub use metrics::Metrics;
-pub use participant::{CommandCall, Participant, ParticipantHandle, TxHandler};
+pub use participant::{CommandCall, Participant, ParticipantHandle, TxHandler, Unavailable};
 pub use registry::Registry;
 pub use sagaflow_core as core;

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sagaflow_core::{Definition, Event, Millis, Phase, SagaState, StoreStats};
 
@@ -43,10 +44,19 @@ struct Counters {
     commit_failures: u64,
 }
 
+/// A metric an application built on the engine keeps (see [`Metrics::app_metric`]).
+#[derive(Debug)]
+struct AppMetric {
+    help: String,
+    kind: &'static str,
+    value: Arc<AtomicI64>,
+}
+
 /// This engine's counters since it started.
 #[derive(Debug, Default)]
 pub struct Metrics {
     counters: Mutex<Counters>,
+    app: Mutex<BTreeMap<String, AppMetric>>,
 }
 
 fn outcome(event: &Event) -> Option<(usize, Phase, &'static str)> {
@@ -63,6 +73,21 @@ fn outcome(event: &Event) -> Option<(usize, Phase, &'static str)> {
 }
 
 impl Metrics {
+    /// A metric of the application's own, rendered with the engine's at `/metrics`: the
+    /// value to set (a gauge) or add to (a counter). `kind` is `"gauge"` or `"counter"`;
+    /// asking again for the same name gives the same value.
+    pub fn app_metric(&self, name: &str, help: &str, kind: &'static str) -> Arc<AtomicI64> {
+        let mut app = self.app.lock().unwrap_or_else(|p| p.into_inner());
+        app.entry(name.to_string())
+            .or_insert_with(|| AppMetric {
+                help: help.to_string(),
+                kind,
+                value: Arc::new(AtomicI64::new(0)),
+            })
+            .value
+            .clone()
+    }
+
     /// Counts one committed decision: `before` is the state it was decided on.
     pub(crate) fn committed(
         &self,
@@ -262,6 +287,11 @@ impl Metrics {
             "Messages kept in the dead-letter store.",
         );
         let _ = writeln!(out, "sagaflow_dead_letters {}", stats.dead_letters);
+        let app = self.app.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, m) in app.iter() {
+            head(&mut out, name, m.kind, &m.help);
+            let _ = writeln!(out, "{name} {}", m.value.load(Ordering::Relaxed));
+        }
         out
     }
 }

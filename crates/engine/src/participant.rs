@@ -4,6 +4,13 @@
 //! transaction, and the SDK records the command's idempotency key and reply in the inbox in
 //! that same transaction: a redelivered command has no second effect and gets the same reply.
 //! A plain handler (`on`) is for commands without effects of their own to protect.
+//!
+//! A handler whose own dependency is down (a remote service it calls, its database) says so
+//! — [`Unavailable`] from an `on_try` handler, `StoreError::Unavailable` from a transactional
+//! one — and the SDK neither replies nor gives up: it nacks the command after a pause
+//! (0.5 s doubling to 30 s), and the transport delivers it again (on RabbitMQ through the
+//! broker's delayed-retry loop), until the dependency is back or the delivery limit sends it
+//! to the dead letters.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,22 +53,45 @@ pub struct CommandCall {
     pub request_id: Option<String>,
     /// The W3C trace context of that request: continue the trace from it.
     pub traceparent: Option<String>,
+    /// How many times the transport delivered this command before (0 the first time).
+    pub redelivered: u32,
 }
 
 /// A handler that runs in the participant's own transaction.
 #[async_trait]
 pub trait TxHandler: Send + Sync + 'static {
     /// Performs the command using `tx`; the SDK commits it together with the inbox record.
-    /// An error rolls everything back and replies with a retryable failure.
+    /// An error rolls everything back: it is tried again, and if it keeps failing (at once,
+    /// for `StoreError::Unavailable`) the command is nacked and comes again later.
     async fn handle(
         &self,
         call: &CommandCall,
         tx: &mut dyn ParticipantTx,
     ) -> Result<Outcome, StoreError>;
+
+    /// Runs once the transaction that handled the command has committed, before the reply
+    /// is published: for work that must follow the database and never precede it, such as
+    /// updating a cache. Not run for an answer read back from the inbox, nor when the
+    /// process dies in between, so what it writes must be repairable (a cache entry with a
+    /// version, say).
+    async fn after_commit(&self, _call: &CommandCall, _outcome: &Outcome) {}
 }
 
-type PlainFn =
-    Arc<dyn Fn(CommandCall) -> Pin<Box<dyn Future<Output = Outcome> + Send>> + Send + Sync>;
+/// A handler's dependency is down: the command is nacked and comes again later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable(pub String);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+type PlainFn = Arc<
+    dyn Fn(CommandCall) -> Pin<Box<dyn Future<Output = Result<Outcome, Unavailable>> + Send>>
+        + Send
+        + Sync,
+>;
 
 #[derive(Clone)]
 enum Handler {
@@ -87,10 +117,24 @@ impl Participant {
     }
 
     /// Handles `command` with a plain async function (no inbox, no transaction).
-    pub fn on<F, Fut>(mut self, command: &str, f: F) -> Self
+    pub fn on<F, Fut>(self, command: &str, f: F) -> Self
     where
         F: Fn(CommandCall) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Outcome> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.on_try(command, move |call| {
+            let f = f.clone();
+            async move { Ok(f(call).await) }
+        })
+    }
+
+    /// Handles `command` with a plain async function that may find a dependency down: on
+    /// `Err(Unavailable)` nothing is replied and the command comes again after a pause.
+    pub fn on_try<F, Fut>(mut self, command: &str, f: F) -> Self
+    where
+        F: Fn(CommandCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Outcome, Unavailable>> + Send + 'static,
     {
         let f = Arc::new(f);
         let plain: PlainFn = Arc::new(move |call| {
@@ -219,6 +263,7 @@ impl Ctx {
             context: payload.context.clone(),
             request_id: env.request_id.clone(),
             traceparent: env.traceparent.clone(),
+            redelivered: delivery.redelivered,
         };
         // One span per attempt, carrying what ties it to its saga and request; a handler's own
         // logs and spans nest under it.
@@ -305,8 +350,14 @@ impl Ctx {
             Some(Handler::Plain(f)) => {
                 let outcome = tokio::spawn(f(call).instrument(tracing::Span::current()))
                     .await
-                    .unwrap_or_else(|e| Outcome::failed(format!("handler panicked: {e}")));
-                Some(Answer::new(reply_envelope(env, payload, outcome)))
+                    .unwrap_or_else(|e| Ok(Outcome::failed(format!("handler panicked: {e}"))));
+                match outcome {
+                    Ok(outcome) => Some(Answer::new(reply_envelope(env, payload, outcome))),
+                    Err(Unavailable(why)) => {
+                        tracing::warn!(reason = %why, key = %payload.key, "handler unavailable; the command comes again");
+                        None
+                    }
+                }
             }
             Some(Handler::Tx(h)) => self.handle_tx(env, payload, call, h).await,
         }
@@ -351,6 +402,12 @@ impl Ctx {
             };
             let outcome = match outcome {
                 Ok(outcome) => outcome,
+                Err(StoreError::Unavailable(why)) => {
+                    // Trying again at once will not help: the command comes back later.
+                    tracing::warn!(reason = %why, key = %payload.key, "handler unavailable; the command comes again");
+                    let _ = tx.rollback().await;
+                    return None;
+                }
                 Err(e) => {
                     // A database error (a deadlock, a lost connection, a concurrent delivery
                     // of the same command tripping a key) is no business answer: try again,
@@ -361,7 +418,7 @@ impl Ctx {
                     continue;
                 }
             };
-            let reply = reply_envelope(env, payload, outcome);
+            let reply = reply_envelope(env, payload, outcome.clone());
             if tx
                 .inbox_put(&self.service, &payload.key, &reply)
                 .await
@@ -372,7 +429,10 @@ impl Ctx {
                 continue;
             }
             match tx.commit().await {
-                Ok(()) => return Some(Answer::new(reply)),
+                Ok(()) => {
+                    handler.after_commit(&call, &outcome).await;
+                    return Some(Answer::new(reply));
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "participant commit lost a race; reading the inbox")
                 }

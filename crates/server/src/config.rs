@@ -26,7 +26,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub body_limit: Option<String>,
     /// A TOML file with any of: listen, database_url, body_limit, insecure, read_open,
-    /// [[api_keys]] [env: SAGAFLOW_CONFIG].
+    /// role, transport, redis_url, [[api_keys]] [env: SAGAFLOW_CONFIG].
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Allow listening on a non-loopback address although no API keys are configured
@@ -48,6 +48,11 @@ pub struct ServeArgs {
     /// [env: SAGAFLOW_TRANSPORT] [toml: transport] [default: memory].
     #[arg(long)]
     pub transport: Option<String>,
+    /// Redis for the social app's unread-counter cache, `redis://HOST:PORT[/DB]`; without it
+    /// the cache lives in this process, which is right only when one process serves the
+    /// counters [env: SAGAFLOW_REDIS_URL] [toml: redis_url].
+    #[arg(long)]
+    pub redis_url: Option<String>,
 }
 
 /// What a `serve` process does.
@@ -116,6 +121,8 @@ pub struct ServeConfig {
     pub role: Role,
     /// The transport URL (`memory`, `nats://…`, `amqp://…`).
     pub transport: String,
+    /// Redis for the social app's counter cache.
+    pub redis_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +135,7 @@ struct FileConfig {
     read_open: Option<bool>,
     role: Option<String>,
     transport: Option<String>,
+    redis_url: Option<String>,
     api_keys: Option<Vec<FileKey>>,
 }
 
@@ -290,6 +298,25 @@ pub fn resolve(
             );
         }
     }
+    let redis_url = pick(
+        args.redis_url.clone(),
+        "--redis-url",
+        "SAGAFLOW_REDIS_URL",
+        file.redis_url,
+        "redis_url",
+    )
+    .map(|s| {
+        if s.value.starts_with("redis://") {
+            Ok(s.value)
+        } else {
+            Err(anyhow::anyhow!(
+                "{} = {:?} is not a Redis URL: use redis://HOST:PORT[/DB]",
+                s.source,
+                s.value
+            ))
+        }
+    })
+    .transpose()?;
     let insecure = switch(args.insecure, "SAGAFLOW_INSECURE", file.insecure, env)?;
     let read_open = switch(args.read_open, "SAGAFLOW_READ_OPEN", file.read_open, env)?;
 
@@ -342,6 +369,7 @@ pub fn resolve(
         read_open,
         role,
         transport,
+        redis_url,
     })
 }
 

@@ -22,6 +22,10 @@ pub struct ParticipantArgs {
     /// [env: SAGAFLOW_TRANSPORT].
     #[arg(long, env = "SAGAFLOW_TRANSPORT")]
     pub transport: String,
+    /// Redis for the social app's unread-counter cache (`redis://HOST:PORT[/DB]`), which the
+    /// counters service writes after each change [env: SAGAFLOW_REDIS_URL].
+    #[arg(long, env = "SAGAFLOW_REDIS_URL")]
+    pub redis_url: Option<String>,
 }
 
 /// Runs the participants until SIGINT or SIGTERM.
@@ -47,10 +51,14 @@ pub async fn run(args: ParticipantArgs, database_url: &str) -> anyhow::Result<()
         }
         "social" => {
             let env = |k: &str| std::env::var(k).ok();
-            let config =
+            let mut config =
                 sagaflow_social::SocialConfig::from_env(&env).map_err(anyhow::Error::msg)?;
+            config.redis_url = args.redis_url.clone();
+            if config.redis_url.is_none() {
+                config.cache = sagaflow_social::cache::UnreadCache::off();
+            }
             let config = sagaflow_social::prepare(&store, config).await?;
-            sagaflow_social::participants(&config)
+            sagaflow_social::participants(&config, &store)
         }
         other => bail!("unknown --app {other:?}: use demo, drill, shop or social"),
     };

@@ -41,8 +41,15 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     } else {
         sagaflow_shop::prepare(&store, shop_config).await?
     };
-    let social_config =
+    let mut social_config =
         sagaflow_social::SocialConfig::from_env(&env).map_err(anyhow::Error::msg)?;
+    social_config.redis_url = config.redis_url.clone();
+    if social_config.redis_url.is_none()
+        && crate::transport_url::kind(&config.transport) != Ok(Kind::Memory)
+    {
+        // Counters change in other processes: a cache here would not see it.
+        social_config.cache = sagaflow_social::cache::UnreadCache::off();
+    }
     let social_config = if config.role == Role::Engine {
         social_config
     } else {
@@ -55,7 +62,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let all = crate::demo::participants()
             .into_iter()
             .chain(sagaflow_shop::participants(&shop_config))
-            .chain(sagaflow_social::participants(&social_config));
+            .chain(sagaflow_social::participants(&social_config, &store));
         for p in all {
             participants.push(p.start(store.clone(), transport.clone()).await?);
         }
@@ -78,12 +85,18 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         engine: engine.clone(),
         store: store.clone(),
         config: std::sync::Arc::new(shop_config),
-    })
-    .merge(sagaflow_social::router(sagaflow_social::SocialState {
+    });
+    let social = sagaflow_social::SocialState {
         engine: engine.clone(),
         store,
         config: std::sync::Arc::new(social_config),
-    }));
+        api_keys: config.api_keys.clone(),
+    };
+    let reconciliation = match config.role {
+        Role::Engine => None,
+        Role::All | Role::Api => sagaflow_social::spawn_jobs(&social),
+    };
+    let apps = apps.merge(sagaflow_social::router(social));
     let state = sagaflow_api::ApiState {
         engine: engine.clone(),
         config: sagaflow_api::ApiConfig {
@@ -130,6 +143,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     // Stop taking work, finish the decisions in hand, then let the participants finish.
+    if let Some(job) = reconciliation {
+        job.abort();
+    }
     engine.shutdown().await;
     for p in participants {
         p.shutdown().await;

@@ -7,7 +7,6 @@
 //! ended as the drill expects, every effect exactly once (compensated sagas' net effect
 //! zero), and the dead letters must hold exactly the poison.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use sagaflow_testkit::fault_proxy::FaultProxy;
 use serde_json::json;
 
 mod support;
-use support::pg_url;
+use support::{pg_url, Proc};
 
 const SAGAS: usize = 1000;
 const PG_PORT: u16 = 5432;
@@ -30,25 +29,8 @@ fn via_port(url: &str, from: u16, to: u16) -> String {
 }
 
 /// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn(args: &[&str]) -> Proc {
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_sagaflow"))
-            .args(args)
-            .env("SAGAFLOW_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sagaflow"),
-    )
+    support::spawn(args, &[])
 }
 
 /// The broker a run uses, and how to restart it. The machine's RabbitMQ is shared with

@@ -1,5 +1,6 @@
 //! Brokers a test can stop and start: a private NATS server (its own port and store
-//! directory, so restarting it disturbs no other test), and the machine's RabbitMQ, whose
+//! directory, so restarting it disturbs no other test), a private Redis (the same way), and
+//! the machine's RabbitMQ, whose
 //! application a test restarts in place (tests doing so run one at a time: see
 //! `.config/nextest.toml`).
 
@@ -101,6 +102,67 @@ impl NatsServer {
 }
 
 impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `redis-server` of a test's own, on a free port, keeping nothing on disk: a restart
+/// comes back empty, as a cache server that lost its memory does.
+pub struct RedisServer {
+    /// Its port.
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one; panics (with what to install) when `redis-server` is missing.
+    pub fn start() -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}); scripts/test installs the redis-server package"
+                )
+            });
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(20)).expect("redis-server starts");
+    }
+
+    /// Stops the server (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty (after [`RedisServer::kill`]).
+    pub fn start_again(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }

@@ -47,6 +47,11 @@ pub struct Serve {
 impl Serve {
     /// Starts one on `database_url` with extra environment, and waits until it is ready.
     pub fn start(database_url: &str, env: &[(&str, &str)]) -> Serve {
+        Serve::start_with(database_url, &[], env)
+    }
+
+    /// Starts one with extra arguments (`--transport …`, `--redis-url …`) and environment.
+    pub fn start_with(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_sagaflow"))
             .args([
@@ -56,6 +61,7 @@ impl Serve {
                 "--database-url",
                 database_url,
             ])
+            .args(args)
             .envs(env.iter().copied())
             .env("SAGAFLOW_LOG", "error")
             .stdout(Stdio::null())
@@ -76,4 +82,28 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A `sagaflow` child process (a participant, an engine), killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `sagaflow ARGS` with extra environment.
+pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+            .args(args)
+            .envs(env.iter().copied())
+            .env("SAGAFLOW_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sagaflow"),
+    )
 }

@@ -1,0 +1,305 @@
+//! The unread-counter cache: Redis when a URL is given (every process of a distributed
+//! deployment shares it), else a map in this process (the embedded default, one process).
+//!
+//! The database is the source of truth; the cache only ever follows it. Every counter row has
+//! a version that grows with each change, and a cached counter is replaced only by a newer
+//! version — so a write that failed (never committed) never reaches the cache, and two
+//! writers or a writer and a reader filling a miss cannot leave an older value on top of a
+//! newer one, whatever order their cache writes arrive in.
+//!
+//! Processes that share a database over a broker but have no Redis use no cache at all: a
+//! map in one process would never see another's writes.
+//!
+//! One entry per user: a Redis hash `social:unread:{user}` whose fields are the user's dialogs
+//! (`"version:unread:partner"`) plus `_loaded`, set only by a reader that filled the entry
+//! with all of the user's counters; an entry without it is a miss (a writer may have created it
+//! with one dialog). Entries expire after ten minutes untouched, and a cache that errors is
+//! skipped: reads go to the database.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+/// One cached counter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// The dialog.
+    pub dialog_id: String,
+    /// The other member of the dialog.
+    pub partner_id: String,
+    /// Unread messages.
+    pub unread: i64,
+    /// The counter row's version.
+    pub version: i64,
+}
+
+/// How long an untouched entry stays.
+const TTL: Duration = Duration::from_secs(600);
+
+/// Sets each given field unless the cached one has the same or a newer version; marks the
+/// entry loaded when asked; renews the expiry. KEYS[1] the hash; ARGV: loaded (0/1), ttl ms,
+/// then (field, value, version) triples.
+const MERGE: &str = r#"
+for i = 3, #ARGV, 3 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  local newer = true
+  if cur then
+    local v = tonumber(string.match(cur, '^(%d+):'))
+    if v and v >= tonumber(ARGV[i + 2]) then newer = false end
+  end
+  if newer then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+if ARGV[1] == '1' then redis.call('HSET', KEYS[1], '_loaded', '1') end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"#;
+
+#[derive(Debug, Default)]
+struct Entry {
+    loaded: bool,
+    dialogs: HashMap<String, Counter>,
+}
+
+/// The cache.
+#[derive(Clone)]
+pub struct UnreadCache {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Off,
+    Memory(Arc<RwLock<HashMap<String, Entry>>>),
+    Redis {
+        /// Reconnects by itself.
+        connection: ConnectionManager,
+        merge: Arc<redis::Script>,
+    },
+}
+
+impl std::fmt::Debug for UnreadCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match &self.backend {
+            Backend::Off => "UnreadCache::Off",
+            Backend::Memory(_) => "UnreadCache::Memory",
+            Backend::Redis { .. } => "UnreadCache::Redis",
+        })
+    }
+}
+
+impl Default for UnreadCache {
+    fn default() -> Self {
+        UnreadCache::memory()
+    }
+}
+
+fn key(user: &str) -> String {
+    format!("social:unread:{user}")
+}
+
+impl UnreadCache {
+    /// A cache in this process.
+    pub fn memory() -> Self {
+        UnreadCache {
+            backend: Backend::Memory(Arc::default()),
+        }
+    }
+
+    /// No cache: every read goes to the database. For processes that share counters with
+    /// others but have no Redis: a cache in one process would not see the others' writes.
+    pub fn off() -> Self {
+        UnreadCache {
+            backend: Backend::Off,
+        }
+    }
+
+    /// A cache in Redis at `url` (`redis://HOST:PORT[/DB]`).
+    pub async fn redis(url: &str) -> Result<Self, String> {
+        let client = redis::Client::open(url)
+            .map_err(|e| format!("the Redis URL {url:?} is not valid: {e}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2);
+        let connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| format!("Redis at {url} does not answer: {e}"))?;
+        Ok(UnreadCache {
+            backend: Backend::Redis {
+                connection,
+                merge: Arc::new(redis::Script::new(MERGE)),
+            },
+        })
+    }
+
+    /// Whether this is Redis.
+    pub fn is_redis(&self) -> bool {
+        matches!(self.backend, Backend::Redis { .. })
+    }
+
+    /// A user's counters when the entry is loaded; `None` on a miss or when the cache errs.
+    pub async fn get(&self, user: &str) -> Option<Vec<Counter>> {
+        match &self.backend {
+            Backend::Off => None,
+            Backend::Memory(map) => {
+                let map = map.read().unwrap_or_else(|p| p.into_inner());
+                let entry = map.get(user).filter(|e| e.loaded)?;
+                Some(entry.dialogs.values().cloned().collect())
+            }
+            Backend::Redis { connection, .. } => {
+                let mut c = connection.clone();
+                let fields: HashMap<String, String> = match redis::cmd("HGETALL")
+                    .arg(key(user))
+                    .query_async(&mut c)
+                    .await
+                {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cache read failed; reading the database");
+                        return None;
+                    }
+                };
+                if !fields.contains_key("_loaded") {
+                    return None;
+                }
+                Some(
+                    fields
+                        .into_iter()
+                        .filter(|(f, _)| f != "_loaded")
+                        .filter_map(|(dialog_id, v)| parse(dialog_id, &v))
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    /// Writes counters read from the database (committed), newer versions only; `loaded`
+    /// when they are all of the user's counters. An error is logged: the entry expires, or
+    /// the next write or reconciliation repairs it.
+    pub async fn merge(&self, user: &str, counters: &[Counter], loaded: bool) {
+        match &self.backend {
+            Backend::Off => {}
+            Backend::Memory(map) => {
+                let mut map = map.write().unwrap_or_else(|p| p.into_inner());
+                let entry = map.entry(user.to_string()).or_default();
+                for c in counters {
+                    let newer = entry
+                        .dialogs
+                        .get(&c.dialog_id)
+                        .is_none_or(|cur| cur.version < c.version);
+                    if newer {
+                        entry.dialogs.insert(c.dialog_id.clone(), c.clone());
+                    }
+                }
+                entry.loaded |= loaded;
+            }
+            Backend::Redis { connection, merge } => {
+                let mut c = connection.clone();
+                let mut invocation = merge.key(key(user));
+                invocation
+                    .arg(if loaded { "1" } else { "0" })
+                    .arg(TTL.as_millis() as u64);
+                for counter in counters {
+                    invocation
+                        .arg(&counter.dialog_id)
+                        .arg(format!(
+                            "{}:{}:{}",
+                            counter.version, counter.unread, counter.partner_id
+                        ))
+                        .arg(counter.version);
+                }
+                if let Err(e) = invocation.invoke_async::<i64>(&mut c).await {
+                    tracing::warn!(error = %e, user, "cache write failed; the entry is repaired later");
+                }
+            }
+        }
+    }
+
+    /// Forgets every entry (for tests and operators; the next reads refill from the
+    /// database).
+    pub async fn clear(&self) -> Result<(), String> {
+        match &self.backend {
+            Backend::Off => Ok(()),
+            Backend::Memory(map) => {
+                map.write().unwrap_or_else(|p| p.into_inner()).clear();
+                Ok(())
+            }
+            Backend::Redis { connection, .. } => {
+                let mut c = connection.clone();
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg("social:unread:*")
+                    .query_async(&mut c)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !keys.is_empty() {
+                    redis::cmd("DEL")
+                        .arg(keys)
+                        .query_async::<i64>(&mut c)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn parse(dialog_id: String, value: &str) -> Option<Counter> {
+    let mut parts = value.splitn(3, ':');
+    let version = parts.next()?.parse().ok()?;
+    let unread = parts.next()?.parse().ok()?;
+    let partner_id = parts.next()?.to_string();
+    Some(Counter {
+        dialog_id,
+        partner_id,
+        unread,
+        version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter(dialog: &str, unread: i64, version: i64) -> Counter {
+        Counter {
+            dialog_id: dialog.to_string(),
+            partner_id: "p".to_string(),
+            unread,
+            version,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_version_never_replaces_a_newer_one_and_partial_entries_are_misses() {
+        let cache = UnreadCache::memory();
+        cache.merge("u", &[counter("d1", 3, 5)], false).await;
+        assert_eq!(
+            cache.get("u").await,
+            None,
+            "written by a writer only: a miss"
+        );
+        cache
+            .merge("u", &[counter("d1", 1, 4), counter("d2", 0, 1)], true)
+            .await;
+        let mut got = cache.get("u").await.unwrap();
+        got.sort_by(|a, b| a.dialog_id.cmp(&b.dialog_id));
+        assert_eq!(got, vec![counter("d1", 3, 5), counter("d2", 0, 1)]);
+    }
+
+    #[test]
+    fn values_parse_back() {
+        assert_eq!(
+            parse("d".into(), "7:2:p"),
+            Some(Counter {
+                dialog_id: "d".into(),
+                partner_id: "p".into(),
+                unread: 2,
+                version: 7
+            })
+        );
+        assert_eq!(parse("d".into(), "x"), None);
+    }
+}

@@ -1,0 +1,209 @@
+//! Reconciliation: recomputes every unread counter from the committed messages, repairs the
+//! ones that drifted (an operator's manual increment, a bug, a lost cache write), writes the
+//! repaired values to the cache, and reports the drift it found — exported as the metrics
+//! `sagaflow_social_counter_drift` (the last run) and `sagaflow_social_counter_drift_total`.
+//!
+//! A counter whose dialog has something in flight to that user (a message not yet committed
+//! or failed, a read not yet settled) is left for the next run: its count is legitimately
+//! between two values. Each repair happens in a transaction of its own that first takes the
+//! counter's row, so a concurrent increment or decrement queues behind it and lands on the
+//! repaired value.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sagaflow_app_kit::sql::{in_tx, int, read, scalar_i64, text};
+use sagaflow_core::{Store, StoreError};
+use serde::Serialize;
+
+use crate::cache::UnreadCache;
+use crate::counters::current;
+
+/// What one run found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Counters looked at.
+    pub checked: u64,
+    /// Counters set to their recomputed value.
+    pub repaired: u64,
+    /// The sum of |counter − recomputed| over the repaired counters.
+    pub drift: i64,
+    /// Counters left for the next run because their dialog had something in flight.
+    pub skipped: u64,
+}
+
+type Pair = (String, String);
+
+/// Runs reconciliation once.
+pub async fn reconcile(store: &Arc<dyn Store>, cache: &UnreadCache) -> Result<Report, StoreError> {
+    let mut expected: BTreeMap<Pair, (String, i64)> = BTreeMap::new();
+    for r in read(
+        store,
+        "SELECT recipient_id, dialog_id, sender_id, COUNT(*) FROM social_messages \
+         WHERE state = 'committed' AND read_state IS NULL GROUP BY recipient_id, dialog_id, sender_id",
+        &[],
+    )
+    .await?
+    {
+        expected.insert((text(&r, 0), text(&r, 1)), (text(&r, 2), int(&r, 3)));
+    }
+    let mut pairs: BTreeMap<Pair, (String, i64)> = BTreeMap::new();
+    for r in read(
+        store,
+        "SELECT user_id, dialog_id, partner_id, unread FROM social_counters_unread",
+        &[],
+    )
+    .await?
+    {
+        pairs.insert((text(&r, 0), text(&r, 1)), (text(&r, 2), int(&r, 3)));
+    }
+    let mut report = Report::default();
+    let mut keys: Vec<Pair> = pairs.keys().cloned().collect();
+    keys.extend(expected.keys().filter(|k| !pairs.contains_key(*k)).cloned());
+    for pair in keys {
+        report.checked += 1;
+        let have = pairs.get(&pair).map_or(0, |p| p.1);
+        let want = expected.get(&pair).map_or(0, |e| e.1);
+        if have == want {
+            continue;
+        }
+        let partner = pairs
+            .get(&pair)
+            .or_else(|| expected.get(&pair))
+            .map(|p| p.0.clone())
+            .unwrap_or_default();
+        match repair(store, &pair, &partner).await? {
+            Repair::Skipped => report.skipped += 1,
+            Repair::Agreed => {}
+            Repair::Set { drift, counter } => {
+                report.repaired += 1;
+                report.drift += drift;
+                cache.merge(&pair.0, &[counter], false).await;
+            }
+        }
+    }
+    Ok(report)
+}
+
+enum Repair {
+    Skipped,
+    Agreed,
+    Set {
+        drift: i64,
+        counter: crate::cache::Counter,
+    },
+}
+
+/// Recounts one counter with its row held, and sets it.
+async fn repair(store: &Arc<dyn Store>, pair: &Pair, partner: &str) -> Result<Repair, StoreError> {
+    let (user, dialog, partner) = (pair.0.clone(), pair.1.clone(), partner.to_string());
+    in_tx(store, move |tx| {
+        Box::pin(async move {
+            // Takes the row (a no-op update) so changes to it wait for this transaction.
+            tx.execute(
+                "UPDATE social_counters_unread SET version = version WHERE user_id = $1 AND dialog_id = $2",
+                &[user.as_str().into(), dialog.as_str().into()],
+            )
+            .await?;
+            let in_flight = scalar_i64(
+                tx,
+                "SELECT COUNT(*) FROM social_messages WHERE recipient_id = $1 AND dialog_id = $2 \
+                 AND (state = 'pending' OR read_state LIKE 'reading:%')",
+                &[user.as_str().into(), dialog.as_str().into()],
+            )
+            .await?
+            .unwrap_or(0);
+            if in_flight > 0 {
+                return Ok(Repair::Skipped);
+            }
+            let want = scalar_i64(
+                tx,
+                "SELECT COUNT(*) FROM social_messages WHERE recipient_id = $1 AND dialog_id = $2 \
+                 AND state = 'committed' AND read_state IS NULL",
+                &[user.as_str().into(), dialog.as_str().into()],
+            )
+            .await?
+            .unwrap_or(0);
+            let have = current(tx, &user, &dialog).await?.map_or(0, |c| c.unread);
+            if have == want {
+                return Ok(Repair::Agreed);
+            }
+            tx.execute(
+                "INSERT INTO social_counters_unread (user_id, dialog_id, partner_id, unread, version) VALUES ($1, $2, $3, $4, 1) \
+                 ON CONFLICT (user_id, dialog_id) DO UPDATE SET unread = $4, version = social_counters_unread.version + 1",
+                &[user.as_str().into(), dialog.as_str().into(), partner.into(), want.into()],
+            )
+            .await?;
+            let counter = current(tx, &user, &dialog).await?.unwrap_or_default();
+            tracing::warn!(user, dialog, have, want, "unread counter drifted; repaired");
+            Ok(Repair::Set {
+                drift: (have - want).abs(),
+                counter,
+            })
+        })
+    })
+    .await
+}
+
+/// The drift metrics, kept in the engine's registry.
+pub struct DriftMetrics {
+    last: Arc<std::sync::atomic::AtomicI64>,
+    total: Arc<std::sync::atomic::AtomicI64>,
+    repaired: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl DriftMetrics {
+    /// Registers them with the engine's metrics.
+    pub fn new(metrics: &sagaflow_engine::Metrics) -> Self {
+        DriftMetrics {
+            last: metrics.app_metric(
+                "sagaflow_social_counter_drift",
+                "Unread-counter drift the last reconciliation found (sum of |counter - recomputed|).",
+                "gauge",
+            ),
+            total: metrics.app_metric(
+                "sagaflow_social_counter_drift_total",
+                "Unread-counter drift found by every reconciliation since start.",
+                "counter",
+            ),
+            repaired: metrics.app_metric(
+                "sagaflow_social_counters_repaired_total",
+                "Unread counters reconciliation set to their recomputed value.",
+                "counter",
+            ),
+        }
+    }
+
+    /// Records a run.
+    pub fn record(&self, report: &Report) {
+        self.last.store(report.drift, Ordering::Relaxed);
+        self.total.fetch_add(report.drift, Ordering::Relaxed);
+        self.repaired
+            .fetch_add(report.repaired as i64, Ordering::Relaxed);
+    }
+}
+
+/// Runs reconciliation every `every` in the background.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    cache: UnreadCache,
+    metrics: DriftMetrics,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match reconcile(&store, &cache).await {
+                Ok(report) => metrics.record(&report),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconciliation failed; trying at the next tick")
+                }
+            }
+        }
+    })
+}
