@@ -14,7 +14,7 @@ pub fn store_problem(e: StoreError) -> Problem {
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "store_unavailable",
-        format!("the shop's database is unavailable: {e}"),
+        format!("the app's database is unavailable: {e}"),
     )
 }
 

@@ -1,6 +1,7 @@
 //! Reconciliation: recomputes every unread counter from the committed messages, repairs the
-//! ones that drifted (an operator's manual increment, a bug, a lost cache write), writes the
-//! repaired values to the cache, and reports the drift it found — exported as the metrics
+//! ones that drifted (an operator's manual increment, a bug), writes every counter to the
+//! cache (newer versions only, so a cache write lost while Redis was unreachable is repaired
+//! too), and reports the drift it found — exported as the metrics
 //! `sagaflow_social_counter_drift` (the last run) and `sagaflow_social_counter_drift_total`.
 //!
 //! A counter whose dialog has something in flight to that user (a message not yet committed
@@ -50,14 +51,29 @@ pub async fn reconcile(store: &Arc<dyn Store>, cache: &UnreadCache) -> Result<Re
         expected.insert((text(&r, 0), text(&r, 1)), (text(&r, 2), int(&r, 3)));
     }
     let mut pairs: BTreeMap<Pair, (String, i64)> = BTreeMap::new();
+    let mut by_user: BTreeMap<String, Vec<crate::cache::Counter>> = BTreeMap::new();
     for r in read(
         store,
-        "SELECT user_id, dialog_id, partner_id, unread FROM social_counters_unread",
+        "SELECT user_id, dialog_id, partner_id, unread, version FROM social_counters_unread",
         &[],
     )
     .await?
     {
         pairs.insert((text(&r, 0), text(&r, 1)), (text(&r, 2), int(&r, 3)));
+        by_user
+            .entry(text(&r, 0))
+            .or_default()
+            .push(crate::cache::Counter {
+                dialog_id: text(&r, 1),
+                partner_id: text(&r, 2),
+                unread: int(&r, 3),
+                version: int(&r, 4),
+            });
+    }
+    // The cache follows the database: entries that missed a write catch up (an older
+    // version than the cached one changes nothing).
+    for (user, counters) in &by_user {
+        cache.merge(user, counters, false).await;
     }
     let mut report = Report::default();
     let mut keys: Vec<Pair> = pairs.keys().cloned().collect();

@@ -748,3 +748,113 @@ async fn metrics_count_sagas_attempts_and_durations() {
     }
     h.stop().await;
 }
+
+/// A handler whose dependency is down says `Unavailable`: nothing is replied, the command
+/// comes again, and the saga goes on once it answers — without a new attempt. A
+/// transactional handler's `after_commit` runs once its transaction is visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_handler_is_redelivered_and_after_commit_follows_the_commit() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+
+    use sagaflow_core::{Definition, Outcome, ParticipantTx, Step, StoreError};
+    use sagaflow_engine::{async_trait, CommandCall, Participant, TxHandler, Unavailable};
+
+    struct Note {
+        store: Arc<dyn sagaflow_core::Store>,
+        seen_after_commit: Arc<Mutex<Vec<i64>>>,
+    }
+
+    #[async_trait]
+    impl TxHandler for Note {
+        async fn handle(
+            &self,
+            call: &CommandCall,
+            tx: &mut dyn ParticipantTx,
+        ) -> Result<Outcome, StoreError> {
+            tx.execute(
+                "INSERT INTO remote_notes (saga_id) VALUES ($1)",
+                &[call.saga_id.as_str().into()],
+            )
+            .await?;
+            Ok(Outcome::ok(json!({})))
+        }
+
+        async fn after_commit(&self, call: &CommandCall, _outcome: &Outcome) {
+            // Another transaction already sees the row.
+            let mut tx = self.store.begin().await.unwrap();
+            let rows = tx
+                .query(
+                    "SELECT COUNT(*) FROM remote_notes WHERE saga_id = $1",
+                    &[call.saga_id.as_str().into()],
+                )
+                .await
+                .unwrap();
+            let _ = tx.rollback().await;
+            self.seen_after_commit
+                .lock()
+                .unwrap()
+                .push(rows[0][0].as_i64().unwrap());
+        }
+    }
+
+    let h = Harness::new(vec![]).await;
+    let mut tx = h.store.begin().await.unwrap();
+    tx.execute("CREATE TABLE remote_notes (saga_id TEXT NOT NULL)", &[])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let def = Definition::builder("lookup", 1)
+        .step(Step::pivot("ask", "remote.ask").timeout_ms(60_000))
+        .step(Step::retriable("note", "remote.note"))
+        .build()
+        .unwrap();
+    h.engine.register(def).await.unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let remote = {
+        let calls = calls.clone();
+        Participant::new("remote")
+            .on_try("ask", move |call: CommandCall| {
+                let calls = calls.clone();
+                async move {
+                    if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                        return Err(Unavailable("the directory is down".into()));
+                    }
+                    Ok(Outcome::ok(json!({ "redelivered": call.redelivered })))
+                }
+            })
+            .on_tx(
+                "note",
+                Note {
+                    store: h.store.clone(),
+                    seen_after_commit: seen.clone(),
+                },
+            )
+            .start(h.store.clone(), h.bus.clone())
+            .await
+            .unwrap()
+    };
+    let id = h
+        .engine
+        .start_saga(StartSaga::new("lookup", json!({})))
+        .await
+        .unwrap()
+        .saga_id;
+    let s = h.wait_status(&id, Status::Completed).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // Delivered again by the bus or re-sent by the outbox's lease, whichever came first.
+    assert!(s.context["redelivered"].is_u64());
+    let journal = h.engine.journal(&id).await.unwrap();
+    let dispatched = journal
+        .iter()
+        .filter(|e| matches!(e.event, Event::AttemptDispatched { step: 0, .. }))
+        .count();
+    assert_eq!(
+        dispatched, 1,
+        "no new attempt: the transport did the retrying"
+    );
+    assert_eq!(*seen.lock().unwrap(), vec![1]);
+    remote.shutdown().await;
+    h.stop().await;
+}

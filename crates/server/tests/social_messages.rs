@@ -38,29 +38,23 @@ fn client() -> Client {
 }
 
 async fn register(http: &Client, base: &str, name: &str) -> String {
-    let v: Value = http
-        .post(format!("{base}/user/register"))
-        .json(&json!({"first_name": name, "second_name": "Test", "birthdate": "1990-05-01", "password": "pw"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = json_of(http.post(format!("{base}/user/register")).json(&json!({"first_name": name, "second_name": "Test", "birthdate": "1990-05-01", "password": "pw"})), None).await;
     v["user_id"].as_str().expect("a user id").to_string()
+}
+
+/// Sends a request (as `user`, by `X-User-Id`, when given) and reads its JSON answer.
+async fn json_of(req: reqwest::RequestBuilder, user: Option<&str>) -> Value {
+    let req = match user {
+        Some(u) => req.header("x-user-id", u),
+        None => req,
+    };
+    req.send().await.unwrap().json().await.unwrap()
 }
 
 async fn wait_saga_end(http: &Client, base: &str, saga: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let v: Value = http
-            .get(format!("{base}/api/v1/sagas/{saga}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = json_of(http.get(format!("{base}/api/v1/sagas/{saga}")), None).await;
         if let Some(s @ ("completed" | "compensated" | "failed")) = v["status"].as_str() {
             return s.to_string();
         }
@@ -101,6 +95,65 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+async fn execute(store: &Arc<dyn Store>, sql: &str) {
+    let mut tx = store.begin().await.unwrap();
+    tx.execute(sql, &[]).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Two users; 5 messages, B receiving 3 and A 2, with at most 2 unread allowed: 4 committed,
+/// 1 (B's third) failed, both counters at 2. Returns (A, B).
+async fn five_messages_under_a_cap(http: &Client, base: &str) -> (String, String) {
+    let a = register(http, base, "Ann").await;
+    let b = register(http, base, "Bob").await;
+    let missing = http
+        .post(format!("{base}/api/dialog/{b}/send"))
+        .json(&json!({"text": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 400);
+    assert!(missing
+        .text()
+        .await
+        .unwrap()
+        .contains("missing X-User-Id header"));
+
+    // 5 messages: B receives 3 (the third would make 3 unread), A receives 2.
+    let mut sagas = Vec::new();
+    for (i, (from, to)) in [(&a, &b), (&b, &a), (&a, &b), (&b, &a), (&a, &b)]
+        .into_iter()
+        .enumerate()
+    {
+        let v = json_of(
+            http.post(format!("{base}/api/dialog/{to}/send"))
+                .json(&json!({ "text": format!("message {i}") })),
+            Some(from.as_str()),
+        )
+        .await;
+        assert!(v["message_id"].is_string(), "{v}");
+        sagas.push(v["saga_id"].as_str().unwrap().to_string());
+    }
+    let mut ends = Vec::new();
+    for saga in &sagas {
+        ends.push(wait_saga_end(http, base, saga).await);
+    }
+    ends.sort();
+    assert_eq!(
+        ends,
+        [
+            "compensated",
+            "completed",
+            "completed",
+            "completed",
+            "completed"
+        ]
+    );
+    assert_eq!(counters(http, base, &a).await["total"], 2);
+    assert_eq!(counters(http, base, &b).await["total"], 2);
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_with_a_counter_cap_commit_four_fail_one_and_reconcile_through_a_redis_restart() {
     let mut redis = RedisServer::start();
@@ -134,79 +187,22 @@ async fn messages_with_a_counter_cap_commit_four_fail_one_and_reconcile_through_
     let http = client();
     let store = sagaflow::store_url::open(&pg).await.unwrap();
     // The forced failure: the counters table allows at most 2 unread.
-    let mut tx = store.begin().await.unwrap();
-    tx.execute(
+    execute(
+        &store,
         "ALTER TABLE social_counters_unread ADD CONSTRAINT at_most_two CHECK (unread <= 2)",
-        &[],
     )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    .await;
 
-    let a = register(&http, &base, "Ann").await;
-    let b = register(&http, &base, "Bob").await;
-    let missing = http
-        .post(format!("{base}/api/dialog/{b}/send"))
-        .json(&json!({"text": "hi"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 400);
-    assert!(missing
-        .text()
-        .await
-        .unwrap()
-        .contains("missing X-User-Id header"));
-
-    // 5 messages: B receives 3 (the third would make 3 unread), A receives 2.
-    let mut sagas = Vec::new();
-    for (i, (from, to)) in [(&a, &b), (&b, &a), (&a, &b), (&b, &a), (&a, &b)]
-        .into_iter()
-        .enumerate()
-    {
-        let v: Value = http
-            .post(format!("{base}/api/dialog/{to}/send"))
-            .header("x-user-id", from.as_str())
-            .json(&json!({ "text": format!("message {i}") }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert!(v["message_id"].is_string(), "{v}");
-        sagas.push(v["saga_id"].as_str().unwrap().to_string());
-    }
-    let mut ends = Vec::new();
-    for saga in &sagas {
-        ends.push(wait_saga_end(&http, &base, saga).await);
-    }
-    ends.sort();
-    assert_eq!(
-        ends,
-        [
-            "compensated",
-            "completed",
-            "completed",
-            "completed",
-            "completed"
-        ]
-    );
-    assert_eq!(counters(&http, &base, &a).await["total"], 2);
-    assert_eq!(counters(&http, &base, &b).await["total"], 2);
+    let (a, b) = five_messages_under_a_cap(&http, &base).await;
     assert_eq!(
         (db_unread(&store, &a).await, db_unread(&store, &b).await),
         (2, 2)
     );
-    let list: Value = http
-        .get(format!("{base}/api/dialog/{a}/list"))
-        .header("x-user-id", b.as_str())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = json_of(
+        http.get(format!("{base}/api/dialog/{a}/list")),
+        Some(b.as_str()),
+    )
+    .await;
     assert_eq!(list["messages"].as_array().unwrap().len(), 4, "{list}");
     let mut tx = store.begin().await.unwrap();
     let failed = tx
@@ -219,15 +215,7 @@ async fn messages_with_a_counter_cap_commit_four_fail_one_and_reconcile_through_
     let _ = tx.rollback().await;
     assert_eq!(failed.len(), 1, "one message kept, flagged failed");
     assert_eq!(failed[0][0].as_str(), Some(b.as_str()));
-    let dialogs: Value = http
-        .get(format!("{base}/api/dialog"))
-        .header("x-user-id", b.as_str())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dialogs = json_of(http.get(format!("{base}/api/dialog")), Some(b.as_str())).await;
     assert_eq!(dialogs["dialogs"][0]["unread"], 2, "{dialogs}");
     assert_eq!(dialogs["dialogs"][0]["partner_id"], a.as_str());
     // The cache holds what the database holds.
@@ -254,14 +242,7 @@ async fn messages_with_a_counter_cap_commit_four_fail_one_and_reconcile_through_
     assert_eq!(reset.status(), 200);
     assert_eq!(counters(&http, &base, &b).await["total"], 0);
     // ...is repaired from the committed messages, and the drift is reported.
-    let report: Value = http
-        .post(format!("{base}/counters/reconcile"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = json_of(http.post(format!("{base}/counters/reconcile")), None).await;
     assert_eq!(
         (report["repaired"].as_i64(), report["drift"].as_i64()),
         (Some(1), Some(2)),
@@ -280,29 +261,18 @@ async fn messages_with_a_counter_cap_commit_four_fail_one_and_reconcile_through_
         metrics.contains("sagaflow_social_counter_drift 2"),
         "{metrics}"
     );
-    let again: Value = http
-        .post(format!("{base}/counters/reconcile"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again = json_of(http.post(format!("{base}/counters/reconcile")), None).await;
     assert_eq!(
         again["drift"], 0,
         "consistent after reconciliation: {again}"
     );
 
     // B reads the dialog: B's counter goes to 0 by a saga; A's stays.
-    let read: Value = http
-        .post(format!("{base}/api/dialog/{a}/read"))
-        .header("x-user-id", b.as_str())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = json_of(
+        http.post(format!("{base}/api/dialog/{a}/read")),
+        Some(b.as_str()),
+    )
+    .await;
     assert_eq!(
         wait_saga_end(&http, &base, read["saga_id"].as_str().unwrap()).await,
         "completed"
@@ -313,15 +283,11 @@ async fn messages_with_a_counter_cap_commit_four_fail_one_and_reconcile_through_
     // Redis goes away; A reads meanwhile (the cache write fails; the database has it);
     // counters are still served, from the database.
     redis.kill();
-    let read: Value = http
-        .post(format!("{base}/api/dialog/{b}/read"))
-        .header("x-user-id", a.as_str())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = json_of(
+        http.post(format!("{base}/api/dialog/{b}/read")),
+        Some(a.as_str()),
+    )
+    .await;
     assert_eq!(
         wait_saga_end(&http, &base, read["saga_id"].as_str().unwrap()).await,
         "completed"
@@ -350,6 +316,41 @@ async fn messages_with_a_counter_cap_commit_four_fail_one_and_reconcile_through_
     }
     assert_eq!(counters(&http, &base, &a).await["total"], 0);
     assert_eq!(counters(&http, &base, &b).await["total"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_sqlite_messages_fail_under_a_trigger_cap_and_reads_clear_the_in_process_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("social.db").display());
+    let serve = Serve::start(&url, &[("SAGAFLOW_SOCIAL_RECONCILE_SECS", "0")]);
+    let (base, http) = (serve.base.clone(), Client::new());
+    let store = sagaflow::store_url::open(&url).await.unwrap();
+    execute(
+        &store,
+        "CREATE TRIGGER at_most_two BEFORE UPDATE ON social_counters_unread WHEN NEW.unread > 2 \
+         BEGIN SELECT RAISE(ABORT, 'at most 2 unread'); END",
+    )
+    .await;
+    let (a, b) = five_messages_under_a_cap(&http, &base).await;
+    assert_eq!(
+        (db_unread(&store, &a).await, db_unread(&store, &b).await),
+        (2, 2)
+    );
+    let read = json_of(
+        http.post(format!("{base}/api/dialog/{b}/read")),
+        Some(a.as_str()),
+    )
+    .await;
+    let saga = read["saga_id"].as_str().unwrap();
+    assert_eq!(wait_saga_end(&http, &base, saga).await, "completed");
+    assert_eq!(counters(&http, &base, &a).await["total"], 0);
+    assert_eq!(counters(&http, &base, &b).await["total"], 2);
+    assert_eq!(
+        (db_unread(&store, &a).await, db_unread(&store, &b).await),
+        (0, 2)
+    );
+    let report = json_of(http.post(format!("{base}/counters/reconcile")), None).await;
+    assert_eq!(report["drift"], 0, "{report}");
 }
 
 /// Every request the authority received: the `x-sagaflow-redelivered` header of each.
@@ -438,14 +439,7 @@ async fn verifier_outage_over_amqp_rides_the_broker_retry_loop_then_verifies() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let profile: Value = http
-        .get(format!("{base}/user/get/{user}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let profile = json_of(http.get(format!("{base}/user/get/{user}")), None).await;
     assert_eq!(profile["user_status"], 0, "still pending: {profile}");
 
     // It comes back: the redelivered command verifies the user.
@@ -453,14 +447,7 @@ async fn verifier_outage_over_amqp_rides_the_broker_retry_loop_then_verifies() {
     let server = authority(authority_port, seen.clone()).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let v: Value = http
-            .get(format!("{base}/user/get/{user}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = json_of(http.get(format!("{base}/user/get/{user}")), None).await;
         if v["user_status"] == 100 {
             break;
         }
