@@ -9,6 +9,7 @@ mod dead_letters;
 mod definitions;
 mod docs;
 mod extract;
+mod flows;
 mod health;
 mod metrics;
 mod openapi;
@@ -101,6 +102,7 @@ pub fn app(state: ApiState) -> Router {
             get(definitions::list).post(definitions::register),
         )
         .route("/api/v1/definitions/{name}", get(definitions::versions))
+        .route("/api/v1/flows/{correlation_id}", get(flows::show))
         .route("/api/v1/dead-letters", get(dead_letters::list))
         .route("/api/v1/dead-letters/{id}", delete(dead_letters::discard))
         .route(

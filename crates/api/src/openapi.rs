@@ -8,7 +8,7 @@ use utoipa::openapi::security::{
 use utoipa::openapi::{Content, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::{dead_letters, definitions, health, metrics, problem, sagas, signals};
+use crate::{dead_letters, definitions, flows, health, metrics, problem, sagas, signals};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +28,7 @@ use crate::{dead_letters, definitions, health, metrics, problem, sagas, signals}
         definitions::list,
         definitions::versions,
         definitions::register,
+        flows::show,
         dead_letters::list,
         dead_letters::replay,
         dead_letters::discard,
@@ -42,6 +43,7 @@ use crate::{dead_letters, definitions, health, metrics, problem, sagas, signals}
         (name = "sagas", description = "Start sagas and follow, cancel or resume them"),
         (name = "signals", description = "Wake parked sagas"),
         (name = "definitions", description = "Saga definitions"),
+        (name = "flows", description = "Choreographed flows as one timeline"),
         (name = "dead-letters", description = "Messages that could not be processed"),
         (name = "health", description = "Liveness, readiness and metrics"),
         (name = "openapi", description = "This document"),

@@ -616,6 +616,15 @@ impl Engine {
         Ok(self.shared.store.take_dead_letter(id).await?)
     }
 
+    /// A choreographed flow's timeline: every event emitted and every handling recorded
+    /// under `correlation_id`, oldest first (empty for a flow nobody recorded).
+    pub async fn flow(
+        &self,
+        correlation_id: &str,
+    ) -> Result<Vec<crate::flow::FlowEntry>, EngineError> {
+        Ok(crate::flow::entries(&self.shared.store, correlation_id).await?)
+    }
+
     /// This engine's metrics, where an application adds its own (`app_metric`).
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.shared.metrics

@@ -488,7 +488,7 @@ pub(crate) fn unavailable_backoff(redelivered: u32) -> std::time::Duration {
     std::time::Duration::from_millis(ms.min(30_000))
 }
 
-async fn nack_later(delivery: Delivery) {
+pub(crate) async fn nack_later(delivery: Delivery) {
     tokio::time::sleep(unavailable_backoff(delivery.redelivered)).await;
     delivery.nack().await
 }

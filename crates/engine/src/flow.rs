@@ -1,0 +1,142 @@
+//! The flow journal: what happened to a choreographed flow, by correlation id — each event
+//! emitted, each handling (succeeded, failed and to be retried, dead-lettered, compensated,
+//! a duplicate ignored) — so a flow nobody orchestrates can still be followed as one
+//! timeline (`Engine::flow`, `GET /api/v1/flows/{correlation_id}`).
+//!
+//! Its rows are written by the subscriber SDK and by [`crate::emit`] in the same transaction
+//! as what they record, in the tables of the choreography schema (see [`prepare`]).
+
+use std::sync::Arc;
+
+use sagaflow_core::{ParticipantTx, SqlValue, Store, StoreError};
+use serde::Serialize;
+
+/// The choreography tables, in the database every service shares: the event outbox, the
+/// subscribers' persisted retries, and the flow journal. Written in portable SQL.
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS sagaflow_event_outbox (message_id TEXT PRIMARY KEY, topic TEXT NOT NULL, body TEXT NOT NULL, created_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS sagaflow_event_retries (service TEXT NOT NULL, message_id TEXT NOT NULL, topic TEXT NOT NULL, body TEXT NOT NULL, attempts BIGINT NOT NULL, next_at BIGINT NOT NULL, last_error TEXT NOT NULL, PRIMARY KEY (service, message_id))",
+    "CREATE TABLE IF NOT EXISTS sagaflow_flow_events (id TEXT PRIMARY KEY, correlation_id TEXT NOT NULL, at BIGINT NOT NULL, service TEXT NOT NULL, event TEXT NOT NULL, message_id TEXT NOT NULL, causation_id TEXT, outcome TEXT NOT NULL, attempt BIGINT NOT NULL, detail TEXT)",
+    "CREATE INDEX IF NOT EXISTS sagaflow_flow_events_by_correlation ON sagaflow_flow_events (correlation_id, at)",
+];
+
+/// Creates the choreography tables if they are missing (several processes may race to).
+pub async fn prepare(store: &Arc<dyn Store>) -> Result<(), StoreError> {
+    for sql in SCHEMA {
+        let mut last = None;
+        for _ in 0..5 {
+            let mut tx = store.begin().await?;
+            match tx.execute(sql, &[]).await {
+                Ok(_) => match tx.commit().await {
+                    Ok(()) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                },
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    last = Some(e);
+                }
+            }
+        }
+        if let Some(e) = last {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// One thing that happened in a flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowEntry {
+    /// When (milliseconds since the epoch).
+    pub at: i64,
+    /// The service that emitted or handled the event.
+    pub service: String,
+    /// The event's name.
+    pub event: String,
+    /// The event's message id.
+    pub message_id: String,
+    /// The message that caused it.
+    pub causation_id: Option<String>,
+    /// `emitted`, `handled`, `failed` (to be retried), `dead_lettered`, `compensated`,
+    /// `duplicate`.
+    pub outcome: String,
+    /// Which attempt of the handler (0 for an emission).
+    pub attempt: i64,
+    /// The error, or the retry time, or what a compensation did.
+    pub detail: Option<String>,
+}
+
+/// What to record.
+pub(crate) struct Record<'a> {
+    pub correlation_id: &'a str,
+    pub service: &'a str,
+    pub event: &'a str,
+    pub message_id: &'a str,
+    pub causation_id: Option<&'a str>,
+    pub outcome: &'a str,
+    pub attempt: u32,
+    pub detail: Option<String>,
+}
+
+/// Records an entry in `tx`.
+pub(crate) async fn record(tx: &mut dyn ParticipantTx, r: Record<'_>) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO sagaflow_flow_events (id, correlation_id, at, service, event, message_id, causation_id, outcome, attempt, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            uuid::Uuid::now_v7().to_string().into(),
+            r.correlation_id.into(),
+            now_ms().into(),
+            r.service.into(),
+            r.event.into(),
+            r.message_id.into(),
+            r.causation_id.map(Into::into).unwrap_or(SqlValue::Null),
+            r.outcome.into(),
+            i64::from(r.attempt).into(),
+            r.detail.map(Into::into).unwrap_or(SqlValue::Null),
+        ],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// A flow's entries, oldest first.
+pub async fn entries(
+    store: &Arc<dyn Store>,
+    correlation_id: &str,
+) -> Result<Vec<FlowEntry>, StoreError> {
+    prepare(store).await?;
+    let mut tx = store.begin().await?;
+    let rows = tx
+        .query(
+            "SELECT at, service, event, message_id, causation_id, outcome, attempt, detail FROM sagaflow_flow_events WHERE correlation_id = $1 ORDER BY at, id",
+            &[correlation_id.into()],
+        )
+        .await;
+    let _ = tx.rollback().await;
+    let text =
+        |row: &[SqlValue], i: usize| row.get(i).and_then(SqlValue::as_str).map(str::to_string);
+    Ok(rows?
+        .iter()
+        .map(|row| FlowEntry {
+            at: row.first().and_then(SqlValue::as_i64).unwrap_or(0),
+            service: text(row, 1).unwrap_or_default(),
+            event: text(row, 2).unwrap_or_default(),
+            message_id: text(row, 3).unwrap_or_default(),
+            causation_id: text(row, 4),
+            outcome: text(row, 5).unwrap_or_default(),
+            attempt: row.get(6).and_then(SqlValue::as_i64).unwrap_or(0),
+            detail: text(row, 7),
+        })
+        .collect())
+}
+
+/// Milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
