@@ -13,8 +13,9 @@
 //! One entry per user: a Redis hash `social:unread:{user}` whose fields are the user's dialogs
 //! (`"version:unread:partner"`) plus `_loaded`, set only by a reader that filled the entry
 //! with all of the user's counters; an entry without it is a miss (a writer may have created it
-//! with one dialog). Entries expire after ten minutes untouched, and a cache that errors is
-//! skipped: reads go to the database.
+//! with one dialog). Entries expire ten minutes after a reader filled them, and a cache that
+//! errs or takes longer than 250 ms is skipped: reads go to the database, and an entry whose
+//! write failed is dropped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -35,11 +36,17 @@ pub struct Counter {
     pub version: i64,
 }
 
-/// How long an untouched entry stays.
+/// How long an entry stays after a reader filled it.
 const TTL: Duration = Duration::from_secs(600);
 
-/// Sets each given field unless the cached one has the same or a newer version; marks the
-/// entry loaded when asked; renews the expiry. KEYS[1] the hash; ARGV: loaded (0/1), ttl ms,
+/// The longest a cache call may take before the database is asked instead (or, for a
+/// write, before the entry is dropped): a slow Redis must not hold up replies and reads.
+const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Sets each given field unless the cached one has the same or a newer version; a reader's
+/// fill marks the entry loaded and renews its expiry, a writer's update only sets one on an
+/// entry that has none — so every entry is refilled from the database within the expiry,
+/// however busy its user. KEYS[1] the hash; ARGV: loaded (0/1), ttl ms,
 /// then (field, value, version) triples.
 const MERGE: &str = r#"
 for i = 3, #ARGV, 3 do
@@ -51,8 +58,12 @@ for i = 3, #ARGV, 3 do
   end
   if newer then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
-if ARGV[1] == '1' then redis.call('HSET', KEYS[1], '_loaded', '1') end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[1] == '1' then
+  redis.call('HSET', KEYS[1], '_loaded', '1')
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+elseif redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 return 1
 "#;
 
@@ -150,14 +161,15 @@ impl UnreadCache {
             }
             Backend::Redis { connection, .. } => {
                 let mut c = connection.clone();
-                let fields: HashMap<String, String> = match redis::cmd("HGETALL")
-                    .arg(key(user))
-                    .query_async(&mut c)
-                    .await
-                {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "cache read failed; reading the database");
+                let read = tokio::time::timeout(
+                    CALL_TIMEOUT,
+                    redis::cmd("HGETALL").arg(key(user)).query_async(&mut c),
+                )
+                .await;
+                let fields: HashMap<String, String> = match read {
+                    Ok(Ok(f)) => f,
+                    _ => {
+                        tracing::debug!("cache read failed; reading the database");
                         return None;
                     }
                 };
@@ -210,8 +222,18 @@ impl UnreadCache {
                         ))
                         .arg(counter.version);
                 }
-                if let Err(e) = invocation.invoke_async::<i64>(&mut c).await {
-                    tracing::warn!(error = %e, user, "cache write failed; the entry is repaired later");
+                let written =
+                    tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<i64>(&mut c))
+                        .await;
+                if !matches!(written, Ok(Ok(_))) {
+                    tracing::warn!(user, "cache write failed; dropping the entry");
+                    // An entry that missed a write must not be read: drop it (best effort;
+                    // if Redis is away, its expiry and reconciliation bound the staleness).
+                    let _ = tokio::time::timeout(
+                        CALL_TIMEOUT,
+                        redis::cmd("DEL").arg(key(user)).query_async::<i64>(&mut c),
+                    )
+                    .await;
                 }
             }
         }

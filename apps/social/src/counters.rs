@@ -105,7 +105,7 @@ pub async fn add(
             tx.execute("RELEASE SAVEPOINT social_counter_add", &[])
                 .await?;
         }
-        Err(StoreError::Query(why)) => {
+        Err(StoreError::Constraint(why)) => {
             tx.execute("ROLLBACK TO SAVEPOINT social_counter_add", &[])
                 .await?;
             return Ok(Err(why));
@@ -126,13 +126,17 @@ async fn op_state(tx: &mut dyn ParticipantTx, op: &str) -> Result<Option<String>
     Ok(rows.first().map(|r| text(r, 0)))
 }
 
-async fn set_op(tx: &mut dyn ParticipantTx, op: &str, state: &str) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO social_counters_ops (op_id, state) VALUES ($1, $2) ON CONFLICT (op_id) DO UPDATE SET state = $2",
-        &[op.into(), state.into()],
-    )
-    .await
-    .map(|_| ())
+/// Claims an operation in `state`: true when this transaction is the first to, so only it
+/// applies the change. Two attempts of one step running at once (a timed-out attempt and its
+/// successor) both try; the database lets one row in, the other waits and finds it.
+async fn claim_op(tx: &mut dyn ParticipantTx, op: &str, state: &str) -> Result<bool, StoreError> {
+    let inserted = tx
+        .execute(
+            "INSERT INTO social_counters_ops (op_id, state) VALUES ($1, $2) ON CONFLICT (op_id) DO NOTHING",
+            &[op.into(), state.into()],
+        )
+        .await?;
+    Ok(inserted > 0)
 }
 
 /// What a handler tells the cache: the counter after the change.
@@ -216,23 +220,29 @@ impl TxHandler for Increment {
         tx: &mut dyn ParticipantTx,
     ) -> Result<Outcome, StoreError> {
         let m = sent(call);
-        match op_state(tx, &m.op).await?.as_deref() {
-            Some("applied") => {
-                let c = current(tx, &m.recipient, &m.dialog).await?;
-                return Ok(Outcome::ok(output(c, &m.recipient)));
-            }
-            // The send was compensated before this (late) attempt arrived.
-            Some(_) => return Ok(Outcome::rejected("this send was already undone")),
-            None => {}
+        if !claim_op(tx, &m.op, "applied").await? {
+            return Ok(match op_state(tx, &m.op).await?.as_deref() {
+                Some("applied") => {
+                    let c = current(tx, &m.recipient, &m.dialog).await?;
+                    Outcome::ok(output(c, &m.recipient))
+                }
+                // The send was compensated before this (late) attempt arrived.
+                _ => Outcome::rejected("this send was already undone"),
+            });
         }
         match add(tx, &m.recipient, &m.dialog, &m.sender, 1).await? {
-            Ok(c) => {
-                set_op(tx, &m.op, "applied").await?;
-                Ok(Outcome::ok(output(Some(c), &m.recipient)))
+            Ok(c) => Ok(Outcome::ok(output(Some(c), &m.recipient))),
+            Err(why) => {
+                // Refused: the claim goes too (the savepoint kept the transaction usable).
+                tx.execute(
+                    "DELETE FROM social_counters_ops WHERE op_id = $1",
+                    &[m.op.as_str().into()],
+                )
+                .await?;
+                Ok(Outcome::rejected(format!(
+                    "the unread counter refused the increment: {why}"
+                )))
             }
-            Err(why) => Ok(Outcome::rejected(format!(
-                "the unread counter refused the increment: {why}"
-            ))),
         }
     }
 }
@@ -249,9 +259,18 @@ impl TxHandler for UndoIncrement {
         tx: &mut dyn ParticipantTx,
     ) -> Result<Outcome, StoreError> {
         let m = sent(call);
-        let state = op_state(tx, &m.op).await?;
-        set_op(tx, &m.op, "undone").await?;
-        if state.as_deref() != Some("applied") {
+        // A mark first, so a late increment does nothing; then take back an applied one,
+        // once (only the transaction whose update matched 'applied' subtracts).
+        let nothing_to_take_back = claim_op(tx, &m.op, "undone").await?
+            || tx
+                .execute(
+                    "UPDATE social_counters_ops SET state = 'undone' WHERE op_id = $1 AND state = 'applied'",
+                    &[m.op.as_str().into()],
+                )
+                .await?
+                == 0;
+        if nothing_to_take_back {
+            // Never applied (a tombstone now), or undone already.
             return Ok(Outcome::ok(json!({})));
         }
         tx.execute(
@@ -283,13 +302,12 @@ impl TxHandler for Decrement {
         let dialog = c["dialog_id"].as_str().unwrap_or_default().to_string();
         let count = c["read_count"].as_i64().unwrap_or(0).max(0);
         let op = format!("read:{}", call.saga_id);
-        if op_state(tx, &op).await?.is_none() {
+        if claim_op(tx, &op, "applied").await? {
             tx.execute(
                 SUBTRACT,
                 &[user.as_str().into(), dialog.as_str().into(), count.into()],
             )
             .await?;
-            set_op(tx, &op, "applied").await?;
         }
         let counter = current(tx, &user, &dialog).await?;
         Ok(Outcome::ok(output(counter, &user)))

@@ -51,8 +51,11 @@ fn patient() -> RetryPolicy {
 pub fn send_definition() -> Definition {
     Definition::builder(SEND, 1)
         .step(
+            // Patient: a compensation runs under its step's policy, and a message must not
+            // be left pending because the messages service was down for a while.
             Step::compensatable("store", "social-messages.store", "social-messages.fail")
-                .timeout_ms(10_000),
+                .timeout_ms(10_000)
+                .retry(patient()),
         )
         .step(
             Step::compensatable(
@@ -60,14 +63,10 @@ pub fn send_definition() -> Definition {
                 "social-counters.increment",
                 "social-counters.undo_increment",
             )
+            // A refusal (the counter's constraint) is a rejection and compensates at once;
+            // the counters service being down is waited out, for the action and its undo.
             .timeout_ms(10_000)
-            .retry(RetryPolicy {
-                max_attempts: 3,
-                initial_delay_ms: 200,
-                multiplier: 2.0,
-                max_delay_ms: 2_000,
-                jitter: 0.2,
-            }),
+            .retry(patient()),
         )
         .step(
             // Once the message is committed, the send only moves forward.
@@ -191,7 +190,9 @@ fn read_tag(call: &CommandCall) -> String {
     format!("reading:{}", call.saga_id)
 }
 
-/// Tags the reader's committed unread messages in the dialog; answers how many carry the tag.
+/// Tags the reader's committed unread messages in the dialog, up to when the read was asked
+/// for, and records how many: every later attempt of the same read answers that count, so a
+/// late attempt neither tags messages sent since nor changes what `decrement` subtracts.
 struct MarkRead;
 
 #[async_trait]
@@ -201,10 +202,24 @@ impl TxHandler for MarkRead {
         call: &CommandCall,
         tx: &mut dyn ParticipantTx,
     ) -> Result<Outcome, StoreError> {
+        let recorded = scalar_i64(
+            tx,
+            "SELECT read_count FROM social_message_reads WHERE saga_id = $1",
+            &[call.saga_id.as_str().into()],
+        )
+        .await?;
+        if let Some(count) = recorded {
+            return Ok(Outcome::ok(json!({ "read_count": count })));
+        }
         let tag = read_tag(call);
         tx.execute(
-            "UPDATE social_messages SET read_state = $1 WHERE dialog_id = $2 AND recipient_id = $3 AND state = 'committed' AND read_state IS NULL",
-            &[tag.as_str().into(), field(call, "dialog_id").into(), field(call, "reader_id").into()],
+            "UPDATE social_messages SET read_state = $1 WHERE dialog_id = $2 AND recipient_id = $3 AND state = 'committed' AND read_state IS NULL AND created_at <= $4",
+            &[
+                tag.as_str().into(),
+                field(call, "dialog_id").into(),
+                field(call, "reader_id").into(),
+                call.context["read_up_to"].as_i64().unwrap_or_else(now_ms).into(),
+            ],
         )
         .await?;
         let count = scalar_i64(
@@ -214,6 +229,13 @@ impl TxHandler for MarkRead {
         )
         .await?
         .unwrap_or(0);
+        // A concurrent attempt that recorded first makes this insert fail: this attempt rolls
+        // back and, tried again, reads that record.
+        tx.execute(
+            "INSERT INTO social_message_reads (saga_id, read_count) VALUES ($1, $2)",
+            &[call.saga_id.as_str().into(), count.into()],
+        )
+        .await?;
         Ok(Outcome::ok(json!({ "read_count": count })))
     }
 }
@@ -251,10 +273,10 @@ pub fn participant() -> Participant {
 fn caller(state: &SocialState, headers: &HeaderMap) -> Result<String, Problem> {
     if let Some(v) = headers.get("x-user-id") {
         return match v.to_str().map(str::trim) {
-            Ok(id) if !id.is_empty() && id.len() <= 200 => Ok(id.to_string()),
+            Ok(id) if valid_id(id) => Ok(id.to_string()),
             _ => Err(bad_request(
                 "bad_user_id",
-                "X-User-Id must be a user id (1 to 200 characters)",
+                "X-User-Id must be a user id (1 to 200 characters, no `:`)",
             )),
         };
     }
@@ -276,6 +298,11 @@ fn caller(state: &SocialState, headers: &HeaderMap) -> Result<String, Problem> {
     }
 }
 
+/// A user id as the dialogs take it: a dialog id joins two with `:`, so none may hold one.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 200 && !id.contains(':') && !id.contains('\0')
+}
+
 async fn user_exists(state: &SocialState, id: &str) -> Result<bool, Problem> {
     let rows = read(
         &state.store,
@@ -288,6 +315,19 @@ async fn user_exists(state: &SocialState, id: &str) -> Result<bool, Problem> {
 }
 
 async fn partner(state: &SocialState, me: &str, partner: &str) -> Result<(), Problem> {
+    if !valid_id(partner) {
+        return Err(bad_request(
+            "bad_user_id",
+            "a partner id is a user id (1 to 200 characters, no `:`)",
+        ));
+    }
+    if !user_exists(state, me).await? {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "user_not_found",
+            format!("no user {me} (the X-User-Id or token's user)"),
+        ));
+    }
     if partner == me {
         return Err(bad_request(
             "same_user",
@@ -338,6 +378,12 @@ pub async fn send(
         .text
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| bad_request("missing_field", "text is required"))?;
+    if text.contains('\0') {
+        return Err(bad_request(
+            "bad_text",
+            "a message cannot hold a NUL character",
+        ));
+    }
     if text.chars().count() > MAX_TEXT {
         return Err(bad_request(
             "text_too_long",
@@ -382,6 +428,9 @@ pub async fn list(
     Params(page): Params<Page>,
 ) -> Result<Json<Value>, Problem> {
     let me = caller(&state, &headers)?;
+    if !valid_id(&with) {
+        return Err(bad_request("bad_user_id", "a partner id has no `:`"));
+    }
     let offset = page.offset.unwrap_or(0);
     let limit = page.limit.unwrap_or(20);
     if offset < 0 || !(1..=100).contains(&limit) {
@@ -460,7 +509,7 @@ pub async fn mark_read(
     let dialog = dialog_id(&me, &with);
     let start = StartSaga::new(
         READ,
-        json!({ "reader_id": me, "dialog_id": dialog, "partner_id": with }),
+        json!({ "reader_id": me, "dialog_id": dialog, "partner_id": with, "read_up_to": now_ms() }),
     );
     let started = state
         .engine

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sagaflow_app_kit::sql::{in_tx, int, read, scalar_i64, text};
+use sagaflow_app_kit::sql::{in_tx, int, read, text};
 use sagaflow_core::{Store, StoreError};
 use serde::Serialize;
 
@@ -123,25 +123,22 @@ async fn repair(store: &Arc<dyn Store>, pair: &Pair, partner: &str) -> Result<Re
                 &[user.as_str().into(), dialog.as_str().into()],
             )
             .await?;
-            let in_flight = scalar_i64(
-                tx,
-                "SELECT COUNT(*) FROM social_messages WHERE recipient_id = $1 AND dialog_id = $2 \
-                 AND (state = 'pending' OR read_state LIKE 'reading:%')",
-                &[user.as_str().into(), dialog.as_str().into()],
-            )
-            .await?
-            .unwrap_or(0);
+            // One statement, one snapshot: what is in flight and what is committed are read
+            // together, so nothing can move between the two.
+            let rows = tx
+                .query(
+                    "SELECT COALESCE(SUM(CASE WHEN state = 'pending' OR read_state LIKE 'reading:%' THEN 1 ELSE 0 END), 0), \
+                            COALESCE(SUM(CASE WHEN state = 'committed' AND read_state IS NULL THEN 1 ELSE 0 END), 0) \
+                     FROM social_messages WHERE recipient_id = $1 AND dialog_id = $2",
+                    &[user.as_str().into(), dialog.as_str().into()],
+                )
+                .await?;
+            let (in_flight, want) = rows
+                .first()
+                .map_or((0, 0), |r| (int(r, 0), int(r, 1)));
             if in_flight > 0 {
                 return Ok(Repair::Skipped);
             }
-            let want = scalar_i64(
-                tx,
-                "SELECT COUNT(*) FROM social_messages WHERE recipient_id = $1 AND dialog_id = $2 \
-                 AND state = 'committed' AND read_state IS NULL",
-                &[user.as_str().into(), dialog.as_str().into()],
-            )
-            .await?
-            .unwrap_or(0);
             let have = current(tx, &user, &dialog).await?.map_or(0, |c| c.unread);
             if have == want {
                 return Ok(Repair::Agreed);

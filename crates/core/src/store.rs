@@ -24,6 +24,11 @@ pub enum StoreError {
     /// A participant's SQL was refused.
     #[error("query failed: {0}")]
     Query(String),
+    /// A participant's SQL broke a constraint of its tables (a check, a unique key, a foreign
+    /// key, a trigger's refusal): the data says no, and trying again the same way will not
+    /// help — a handler may treat it as a business answer.
+    #[error("constraint refused the change: {0}")]
+    Constraint(String),
     /// The caller's input was refused and nothing was written (a definition that clashes
     /// with the one stored under its name and version, …). Trying again the same way fails
     /// the same way; the message says what to change.

@@ -29,6 +29,14 @@ pub(crate) fn store_error(e: sqlx::Error) -> StoreError {
 /// failing; losing the connection is still unavailable.
 pub(crate) fn query_error(e: sqlx::Error) -> StoreError {
     match e {
+        // Class 23 (integrity constraint violation) and a trigger's RAISE EXCEPTION (P0001).
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .is_some_and(|c| c.starts_with("23") || c == "P0001") =>
+        {
+            StoreError::Constraint(describe(db.as_ref()))
+        }
         sqlx::Error::Database(db) => StoreError::Query(describe(db.as_ref())),
         sqlx::Error::Decode(_)
         | sqlx::Error::ColumnDecode { .. }

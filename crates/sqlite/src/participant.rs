@@ -261,7 +261,11 @@ fn from_value(value: ValueRef<'_>, column: usize) -> Result<SqlValue, StoreError
 }
 
 fn query_error(e: rusqlite::Error) -> StoreError {
-    StoreError::Query(e.to_string())
+    match e.sqlite_error_code() {
+        // CHECK, UNIQUE, NOT NULL, foreign keys and a trigger's RAISE(ABORT, …).
+        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Constraint(e.to_string()),
+        _ => StoreError::Query(e.to_string()),
+    }
 }
 
 fn now_millis() -> i64 {
