@@ -12,7 +12,8 @@ use crate::transport_url::Kind;
 pub struct ParticipantArgs {
     /// The built-in application: `demo` (the order saga's stock, billing, delivery and
     /// notifications services), `shop` (the reference shop's services), `social` (the social
-    /// network's services) or `drill` (the crash drill's service).
+    /// network's services), `blog` (the blog's subscribers: moderation, preview, publication,
+    /// notification) or `drill` (the crash drill's service).
     #[arg(long, default_value = "demo")]
     pub app: String,
     /// Run only these services of the application (repeatable); all of them by default.
@@ -34,6 +35,7 @@ pub async fn run(args: ParticipantArgs, database_url: &str) -> anyhow::Result<()
         bail!("a participant process needs a broker the engine reaches: --transport nats://… or amqp://…");
     }
     let store = crate::store_url::open(database_url).await?;
+    let mut subscribers = Vec::new();
     let all = match args.app.as_str() {
         "demo" => {
             crate::demo::prepare(&store).await?;
@@ -60,9 +62,20 @@ pub async fn run(args: ParticipantArgs, database_url: &str) -> anyhow::Result<()
             let config = sagaflow_social::prepare(&store, config).await?;
             sagaflow_social::participants(&config, &store)
         }
-        other => bail!("unknown --app {other:?}: use demo, drill, shop or social"),
+        "blog" => {
+            let env = |k: &str| std::env::var(k).ok();
+            let config = sagaflow_blog::BlogConfig::from_env(&env).map_err(anyhow::Error::msg)?;
+            let config = sagaflow_blog::prepare(&store, config).await?;
+            subscribers = sagaflow_blog::subscribers(&config);
+            Vec::new()
+        }
+        other => bail!("unknown --app {other:?}: use demo, drill, shop, social or blog"),
     };
-    let known: Vec<String> = all.iter().map(|p| p.service().to_string()).collect();
+    let known: Vec<String> = all
+        .iter()
+        .map(|p| p.service().to_string())
+        .chain(subscribers.iter().map(|s| s.service().to_string()))
+        .collect();
     for s in &args.services {
         if !known.contains(s) {
             bail!(
@@ -81,9 +94,31 @@ pub async fn run(args: ParticipantArgs, database_url: &str) -> anyhow::Result<()
             println!("participant {name} ready");
         }
     }
+    let wanted = |name: &str| args.services.is_empty() || args.services.iter().any(|s| s == name);
+    let mut subscribed = Vec::new();
+    // The events the subscribers emit leave through a relay of this process.
+    let relay = if subscribers.iter().any(|s| wanted(s.service())) {
+        Some(sagaflow_engine::EventRelay::start(store.clone(), transport.clone()).await?)
+    } else {
+        None
+    };
+    for s in subscribers {
+        if wanted(s.service()) {
+            let name = s.service().to_string();
+            let wake = relay.as_ref().map(|r| r.waker());
+            subscribed.push(s.start(store.clone(), transport.clone(), wake).await?);
+            println!("subscriber {name} ready");
+        }
+    }
     shutdown_signal().await;
     for h in handles {
         h.shutdown().await;
+    }
+    for s in subscribed {
+        s.shutdown().await;
+    }
+    if let Some(relay) = relay {
+        relay.shutdown().await;
     }
     println!("participants stopped");
     Ok(())

@@ -55,9 +55,27 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     } else {
         sagaflow_social::prepare(&store, social_config).await?
     };
+    let blog_config = sagaflow_blog::BlogConfig::from_env(&env).map_err(anyhow::Error::msg)?;
+    let blog_config = if config.role == Role::Engine {
+        blog_config
+    } else {
+        sagaflow_blog::prepare(&store, blog_config).await?
+    };
+    // Events the API emits (a post to publish) leave through this process's relay.
+    let relay = match config.role {
+        Role::Engine => None,
+        Role::All | Role::Api => {
+            Some(sagaflow_engine::EventRelay::start(store.clone(), transport.clone()).await?)
+        }
+    };
     let mut participants = Vec::new();
+    let mut subscribers = Vec::new();
     // Nobody outside this process reaches the in-memory bus: the participants run here.
     if crate::transport_url::kind(&config.transport) == Ok(Kind::Memory) {
+        for s in sagaflow_blog::subscribers(&blog_config) {
+            let wake = relay.as_ref().map(|r| r.waker());
+            subscribers.push(s.start(store.clone(), transport.clone(), wake).await?);
+        }
         crate::demo::prepare(&store).await?;
         let all = crate::demo::participants()
             .into_iter()
@@ -86,6 +104,12 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         store: store.clone(),
         config: std::sync::Arc::new(shop_config),
     });
+    let blog = sagaflow_blog::router(sagaflow_blog::BlogState {
+        engine: engine.clone(),
+        store: store.clone(),
+        config: std::sync::Arc::new(blog_config),
+        relay_wake: relay.as_ref().map(|r| r.waker()),
+    });
     let social = sagaflow_social::SocialState {
         engine: engine.clone(),
         store,
@@ -96,7 +120,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Role::Engine => None,
         Role::All | Role::Api => sagaflow_social::spawn_jobs(&social),
     };
-    let apps = apps.merge(sagaflow_social::router(social));
+    let apps = apps.merge(sagaflow_social::router(social)).merge(blog);
     let state = sagaflow_api::ApiState {
         engine: engine.clone(),
         config: sagaflow_api::ApiConfig {
@@ -149,6 +173,12 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     engine.shutdown().await;
     for p in participants {
         p.shutdown().await;
+    }
+    for s in subscribers {
+        s.shutdown().await;
+    }
+    if let Some(relay) = relay {
+        relay.shutdown().await;
     }
     println!("sagaflow stopped");
     Ok(())
