@@ -194,12 +194,16 @@ fn is_open(path: &str) -> bool {
         path,
         "/healthz" | "/readyz" | "/metrics" | "/api/v1/openapi.json" | "/api/docs"
     ) || path.starts_with("/api/docs/")
+        || crate::dashboard::is_open(path)
 }
 
 /// The key a request carries: `Authorization: Bearer KEY`, else `X-API-Key: KEY`.
 fn presented(req: &Request) -> Option<&str> {
     presented_in(req.headers())
 }
+
+/// The cookie the dashboard keeps a browser's key in (set by `/ui/key`).
+pub(crate) const KEY_COOKIE: &str = "sagaflow_key";
 
 fn presented_in(headers: &HeaderMap) -> Option<&str> {
     let bearer = headers
@@ -210,13 +214,26 @@ fn presented_in(headers: &HeaderMap) -> Option<&str> {
             scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
         })
         .filter(|k| !k.is_empty());
-    bearer.or_else(|| {
-        headers
-            .get(&X_API_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-    })
+    bearer
+        .or_else(|| {
+            headers
+                .get(&X_API_KEY)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+        })
+        .or_else(|| {
+            // A browser on the dashboard presents its key in a same-site cookie.
+            headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|c| c.trim().split_once('='))
+                .find(|(name, _)| *name == KEY_COOKIE)
+                .map(|(_, key)| key.trim())
+                .filter(|k| !k.is_empty())
+        })
 }
 
 /// Checks the API key a request carries against `keys`, for endpoints an application keeps
@@ -264,6 +281,10 @@ pub(crate) async fn require(State(auth): State<Arc<Auth>>, req: Request, next: N
     }
     let needed = if reading { Right::Read } else { Right::Operate };
     let Some(key) = presented(&req) else {
+        if crate::dashboard::is_page(req.uri().path()) {
+            let page = crate::dashboard::key_form("This server asks for an API key with the `read` right to show the dashboard (and `operate` for its actions).");
+            return (StatusCode::UNAUTHORIZED, page).into_response();
+        }
         return unauthorized(format!(
             "{} {} needs an API key with the `{needed}` right: send it as `Authorization: Bearer KEY` or `X-API-Key: KEY`",
             req.method(),

@@ -5,6 +5,7 @@
 //! `application/problem+json` body with a stable `code` ([`Problem`]).
 
 mod auth;
+mod dashboard;
 mod dead_letters;
 mod definitions;
 mod docs;
@@ -114,6 +115,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .merge(docs::routes())
+        .merge(dashboard::routes())
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -47,6 +47,7 @@ async fn the_served_document_is_the_generated_one_and_covers_every_route() {
         ("/api/v1/definitions", "post"),
         ("/api/v1/definitions/{name}", "get"),
         ("/api/v1/dead-letters", "get"),
+        ("/api/v1/flows/{correlation_id}", "get"),
         ("/api/v1/dead-letters/{id}/replay", "post"),
         ("/api/v1/dead-letters/{id}", "delete"),
         ("/api/v1/openapi.json", "get"),

@@ -625,6 +625,11 @@ impl Engine {
         Ok(crate::flow::entries(&self.shared.store, correlation_id).await?)
     }
 
+    /// The engine clock's time now (unix ms).
+    pub fn now(&self) -> sagaflow_core::Millis {
+        self.shared.now()
+    }
+
     /// This engine's metrics, where an application adds its own (`app_metric`).
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.shared.metrics

@@ -133,6 +133,50 @@ pub async fn entries(
         .collect())
 }
 
+/// A flow in brief.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowSummary {
+    /// Its correlation id.
+    pub correlation_id: String,
+    /// When it began.
+    pub started_at: i64,
+    /// When something last happened in it.
+    pub last_at: i64,
+    /// Entries recorded.
+    pub entries: i64,
+    /// Whether anything in it was dead-lettered.
+    pub dead_lettered: bool,
+}
+
+/// The flows with the most recent activity first.
+pub async fn recent(store: &Arc<dyn Store>, limit: usize) -> Result<Vec<FlowSummary>, StoreError> {
+    prepare(store).await?;
+    let mut tx = store.begin().await?;
+    let rows = tx
+        .query(
+            "SELECT correlation_id, MIN(at), MAX(at), COUNT(*), SUM(CASE WHEN outcome = 'dead_lettered' THEN 1 ELSE 0 END) \
+             FROM sagaflow_flow_events GROUP BY correlation_id ORDER BY MAX(at) DESC LIMIT $1",
+            &[(limit.min(1000) as i64).into()],
+        )
+        .await;
+    let _ = tx.rollback().await;
+    let int = |row: &[SqlValue], i: usize| row.get(i).and_then(SqlValue::as_i64).unwrap_or(0);
+    Ok(rows?
+        .iter()
+        .map(|row| FlowSummary {
+            correlation_id: row
+                .first()
+                .and_then(SqlValue::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            started_at: int(row, 1),
+            last_at: int(row, 2),
+            entries: int(row, 3),
+            dead_lettered: int(row, 4) > 0,
+        })
+        .collect())
+}
+
 /// Milliseconds since the epoch.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -1,0 +1,243 @@
+//! `/`: sagas by status and definition, started and ended per minute over the last half
+//! hour, and the sagas that are stuck — no progress for longer than the threshold (`?stuck=`
+//! seconds, default 60), parked longest first, and those whose compensation is failing.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use maud::html;
+use sagaflow_engine::core::{SagaFilter, SagaState, Status};
+use serde::Deserialize;
+
+use super::{layout, status_badge, took, when};
+use crate::extract::ApiQuery;
+use crate::ApiState;
+
+/// The overview's query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct OverviewQuery {
+    /// No progress for this many seconds makes a saga stuck (default 60).
+    stuck: Option<u64>,
+}
+
+const MINUTES: i64 = 30;
+
+pub(crate) async fn page(
+    State(state): State<ApiState>,
+    ApiQuery(q): ApiQuery<OverviewQuery>,
+) -> Response {
+    let engine = &state.engine;
+    let now = engine.now();
+    let stuck_after_ms = q.stuck.unwrap_or(60).min(30 * 86_400) as i64 * 1000;
+    let stats = match engine.store().stats(now).await {
+        Ok(s) => s,
+        Err(e) => return super::failure(e),
+    };
+    let recent = engine
+        .list(&SagaFilter {
+            created_after: Some(now - MINUTES * 60_000),
+            limit: 1000,
+            ..SagaFilter::default()
+        })
+        .await;
+    let mut unfinished = Vec::new();
+    for status in [
+        Status::Running,
+        Status::Waiting,
+        Status::Compensating,
+        Status::Failed,
+    ] {
+        match engine
+            .list(&SagaFilter {
+                status: Some(status),
+                limit: 200,
+                ..SagaFilter::default()
+            })
+            .await
+        {
+            Ok(list) => unfinished.extend(list),
+            Err(e) => return super::failure(e),
+        }
+    }
+    let recent = match recent {
+        Ok(r) => r,
+        Err(e) => return super::failure(e),
+    };
+    // Stuck: not ended and untouched too long; failed sagas need an operator anyway.
+    let mut stuck: Vec<&SagaState> = unfinished
+        .iter()
+        .filter(|s| s.status == Status::Failed || now - s.updated_at > stuck_after_ms)
+        .collect();
+    stuck.sort_by_key(|s| s.updated_at);
+    let failing: Vec<&SagaState> = unfinished
+        .iter()
+        .filter(|s| {
+            s.status == Status::Failed || (s.status == Status::Compensating && s.failure.is_some())
+        })
+        .collect();
+
+    let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
+    for (_, status, n) in &stats.sagas {
+        *by_status.entry(status.as_str()).or_default() += n;
+    }
+    let mut defs: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+    for (def, status, n) in &stats.sagas {
+        *defs
+            .entry(def.as_str())
+            .or_default()
+            .entry(status.as_str())
+            .or_default() += n;
+    }
+    let statuses = [
+        "running",
+        "waiting",
+        "compensating",
+        "completed",
+        "compensated",
+        "failed",
+    ];
+    let (started, ended) = per_minute(&recent, now);
+    let chart = chart(&started, &ended);
+
+    let body = html! {
+        section aria-labelledby="by-status" {
+            h2 id="by-status" { "Sagas by status" }
+            div.cards {
+                @for s in statuses {
+                    a.card href={"/ui/sagas?status=" (s)} {
+                        span.n { (by_status.get(s).copied().unwrap_or(0)) }
+                        (status_badge(s))
+                    }
+                }
+                div.card { span.n { (stats.dead_letters) } a href="/ui/dead-letters" { "dead letters" } }
+            }
+        }
+        section aria-labelledby="stuck" {
+            h2 id="stuck" { "Stuck sagas (no progress for over " (took(stuck_after_ms)) ")" }
+            @if stuck.is_empty() {
+                p.muted { "None." }
+            } @else {
+                table {
+                    thead { tr { th { "Saga" } th { "Definition" } th { "Status" } th { "Waiting on" } th { "No progress for" } } }
+                    tbody {
+                        @for s in stuck.iter().take(50) {
+                            tr {
+                                td { a href={"/ui/sagas/" (s.saga_id.0)} { code { (s.saga_id.0) } } }
+                                td { (s.definition) " v" (s.version) }
+                                td { (status_badge(s.status.as_str())) }
+                                td { (waiting_on(s)) }
+                                td { (took(now - s.updated_at)) }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Compensations failing" }
+            @if failing.is_empty() {
+                p.muted { "None." }
+            } @else {
+                ul {
+                    @for s in &failing {
+                        li {
+                            a href={"/ui/sagas/" (s.saga_id.0)} { code { (s.saga_id.0) } }
+                            " " (s.definition) " — " (s.reason.clone().unwrap_or_default())
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="per-minute" {
+            h2 id="per-minute" { "Started and ended per minute (last " (MINUTES) " minutes)" }
+            (super::raw(chart))
+            p.legend { span { i style="background:#0b57d0" {} "started" } span { i style="background:#2da44e" {} "ended" } }
+        }
+        section aria-labelledby="by-definition" {
+            h2 id="by-definition" { "By definition" }
+            table {
+                thead { tr { th { "Definition" } @for s in statuses { th { (s) } } } }
+                tbody {
+                    @for (def, counts) in &defs {
+                        tr {
+                            td { a href={"/ui/sagas?definition=" (def)} { (def) } }
+                            @for s in statuses { td { (counts.get(s).copied().unwrap_or(0)) } }
+                        }
+                    }
+                }
+            }
+            p.hint { "As of " (when(now)) "." }
+        }
+    };
+    layout("Overview", "/", None, body).into_response()
+}
+
+/// What a saga waits on, in words.
+fn waiting_on(s: &SagaState) -> String {
+    if let Some(p) = &s.parked {
+        return format!(
+            "signal {}",
+            p.signal.clone().unwrap_or_else(|| "(any)".into())
+        );
+    }
+    if let Some(f) = &s.in_flight {
+        return format!("step {} attempt {}", f.step, f.attempt);
+    }
+    if s.retry.is_some() {
+        return "a retry".into();
+    }
+    s.reason.clone().unwrap_or_else(|| "—".into())
+}
+
+/// Sagas started and ended in each of the last minutes, oldest first.
+fn per_minute(sagas: &[SagaState], now: i64) -> (Vec<u64>, Vec<u64>) {
+    let mut started = vec![0u64; MINUTES as usize];
+    let mut ended = vec![0u64; MINUTES as usize];
+    let slot = |t: i64| {
+        let ago = (now - t) / 60_000;
+        (0..MINUTES)
+            .contains(&ago)
+            .then(|| (MINUTES - 1 - ago) as usize)
+    };
+    for s in sagas {
+        if let Some(i) = slot(s.created_at) {
+            started[i] += 1;
+        }
+        if let Some(i) = s.ended_at.and_then(slot) {
+            ended[i] += 1;
+        }
+    }
+    (started, ended)
+}
+
+fn chart(started: &[u64], ended: &[u64]) -> String {
+    let max = started
+        .iter()
+        .chain(ended)
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let (w, h) = (900.0, 120.0);
+    let bw = w / started.len().max(1) as f64;
+    let mut svg = format!(
+        r#"<svg class="timeline" role="img" aria-label="Sagas started and ended per minute, peak {max}" viewBox="0 0 {w} {vh}" xmlns="http://www.w3.org/2000/svg">"#,
+        vh = h + 20.0
+    );
+    for (i, (s, e)) in started.iter().zip(ended).enumerate() {
+        let x = i as f64 * bw;
+        let hs = *s as f64 / max * h;
+        let he = *e as f64 / max * h;
+        svg.push_str(&format!(
+            r##"<rect x="{x:.1}" y="{ys:.1}" width="{bw2:.1}" height="{hs:.1}" fill="#0b57d0"><title>{s} started</title></rect><rect x="{xe:.1}" y="{ye:.1}" width="{bw2:.1}" height="{he:.1}" fill="#2da44e"><title>{e} ended</title></rect>"##,
+            ys = h - hs,
+            bw2 = bw / 2.0 - 1.0,
+            xe = x + bw / 2.0,
+            ye = h - he,
+        ));
+    }
+    svg.push_str(&format!(
+        r#"<text x="0" y="{ty}">-{MINUTES} min</text><text x="{w}" y="{ty}" text-anchor="end">now (peak {max})</text></svg>"#,
+        ty = h + 16.0
+    ));
+    svg
+}
