@@ -143,6 +143,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         crate::store_url::redact(&config.transport)
     );
     if config.role != Role::Engine {
+        println!("  dashboard: {base}/");
         println!("  API:      {base}/api/v1");
         println!("  OpenAPI:  {base}/api/v1/openapi.json");
         println!("  docs:     {base}/api/docs");

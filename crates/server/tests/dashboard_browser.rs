@@ -1,5 +1,6 @@
 //! The dashboard in a real browser: a `sagaflow serve` running real shop sagas (one completed,
-//! one compensated, one order parked waiting for money) and a dead letter, driven by
+//! one compensated, one order parked waiting for money), a blog post's choreographed flow and a
+//! dead letter, driven by
 //! `tests/browser/dashboard.mjs` in headless Chromium (Debian's `chromium`, `playwright-core`
 //! from npm; `scripts/test` installs both). Screenshots of each page land in
 //! `target/screenshots/`.
@@ -146,6 +147,41 @@ async fn the_dashboard_works_in_headless_chromium() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 
+    // A choreographed flow: a blog post submitted for publication.
+    post(
+        &http,
+        format!("{base}/api/users"),
+        None,
+        json!({"email": "w@blog.example", "username": "writer", "password": "pw"}),
+    )
+    .await;
+    let token: Value = http
+        .post(format!("{base}/api/users/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=writer&password=pw")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let blog_token = token["access_token"].as_str().unwrap().to_string();
+    let article = post(
+        &http,
+        format!("{base}/api/articles"),
+        Some(&blog_token),
+        json!({"title": "Dashboards", "body": "A flow to look at in the browser."}),
+    )
+    .await;
+    let published = post(
+        &http,
+        format!("{base}/api/articles/{}/publish", article["id"]),
+        Some(&blog_token),
+        json!({}),
+    )
+    .await;
+    let flow = published["flow_id"].as_str().unwrap().to_string();
+
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
     let status = tokio::task::spawn_blocking(move || {
         Command::new("node")
@@ -154,6 +190,7 @@ async fn the_dashboard_works_in_headless_chromium() {
             .env("COMPENSATED", &compensated)
             .env("COMPLETED", &completed)
             .env("PARKED", &parked)
+            .env("FLOW", &flow)
             .env("SHOTS", &shots)
             .status()
             .expect("node runs (scripts/test installs nodejs)")

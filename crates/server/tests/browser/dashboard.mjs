@@ -1,8 +1,10 @@
 // The dashboard in headless Chromium: every page opens and is screenshotted; the saga list
 // filters; a compensated saga's timeline has compensation bars; a parked order is cancelled
-// from its page (confirming the dialog) and becomes compensated; a dead letter is replayed.
+// from its page (confirming the dialog) and becomes compensated; a dead letter is replayed; a
+// blog post's flow shows as a timeline.
 //
 // Usage: node dashboard.mjs   with BASE (the server), COMPENSATED, COMPLETED, PARKED (saga ids),
+// FLOW (a correlation id),
 // SHOTS (the screenshot directory) and CHROMIUM (default /usr/bin/chromium) in the environment.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
@@ -86,6 +88,16 @@ try {
   await page.getByRole("button", { name: "Replay selected" }).click();
   await page.waitForURL(/msg=/);
   check(await page.getByText(/Replayed 1 of 1/).isVisible(), "the dead letter was replayed");
+
+  // The blog post's flow, as one timeline.
+  await page.goto(`${base}/ui/flows`);
+  await page.getByRole("link", { name: env("FLOW") }).click();
+  await until("the flow shows its services' handlings", async () => {
+    await page.reload();
+    return (await page.locator("svg.timeline circle.dot.handled").count()) > 0;
+  });
+  check((await page.locator("svg.timeline g.lane").count()) >= 2, "the flow has a lane per service");
+  await shot("flow");
 
   for (const [path, name, heading] of [
     ["/ui/definitions", "definitions", "Definitions"],
