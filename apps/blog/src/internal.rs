@@ -108,6 +108,23 @@ pub async fn init_keys(
         .map_err(store_problem)?;
     if existing.first().map(|r| int(r, 0)).unwrap_or(0) > 0 {
         require_key(&state, &headers).await?;
+    } else {
+        // The first keys are made once: of two callers racing on a fresh install, the one
+        // whose marker row goes in wins; the other must show a key like anyone later.
+        let first = in_tx(&state.store, |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "INSERT INTO blog_settings (name, value) VALUES ('keys_initialised', $1) ON CONFLICT (name) DO NOTHING",
+                    &[now_ms().to_string().into()],
+                )
+                .await
+            })
+        })
+        .await
+        .map_err(store_problem)?;
+        if first == 0 {
+            require_key(&state, &headers).await?;
+        }
     }
     let mut keys = Vec::new();
     for service in SERVICES {

@@ -139,6 +139,7 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS blog_subscriptions (subscriber_id BIGINT NOT NULL, target_id BIGINT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (subscriber_id, target_id))",
     "CREATE TABLE IF NOT EXISTS blog_posts (id BIGINT PRIMARY KEY, slug TEXT NOT NULL UNIQUE, author_id BIGINT NOT NULL, title TEXT NOT NULL, description TEXT NOT NULL, body TEXT NOT NULL, status TEXT NOT NULL, preview_url TEXT, reason TEXT, flow_id TEXT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS blog_push (subscriber_id BIGINT NOT NULL, post_id BIGINT NOT NULL, push_key TEXT NOT NULL, message TEXT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (subscriber_id, post_id))",
+    "CREATE TABLE IF NOT EXISTS blog_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS blog_api_keys (id TEXT PRIMARY KEY, key_sha256 TEXT NOT NULL UNIQUE, description TEXT NOT NULL, active BIGINT NOT NULL, expires_at BIGINT, created_at BIGINT NOT NULL)",
 ];
 

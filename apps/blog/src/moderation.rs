@@ -96,7 +96,11 @@ impl EventHandler for Moderate {
         tx: &mut dyn ParticipantTx,
         _out: &mut Emitter,
     ) -> Result<(), StoreError> {
-        if let Some(id) = event.payload["post_id"].as_i64() {
+        let id = event.payload["post_id"].as_i64().unwrap_or_default();
+        if posts::in_flow(tx, id, &event.correlation_id)
+            .await?
+            .is_some()
+        {
             let reason = format!("moderation could not decide: {error}");
             if let Transitioned::Invalid(why) =
                 posts::transition(tx, id, Transition::Reject { reason }).await?

@@ -90,6 +90,19 @@ pub async fn by_slug(tx: &mut dyn ParticipantTx, slug: &str) -> Result<Option<Po
     Ok(rows.first().map(|r| post_of(r)))
 }
 
+/// The post an event of flow `flow_id` is about, if that flow is still the post's current
+/// one: an event from an earlier publication attempt (the post was reset to draft and
+/// submitted again since) must not move the new one.
+pub async fn in_flow(
+    tx: &mut dyn ParticipantTx,
+    id: i64,
+    flow_id: &str,
+) -> Result<Option<Post>, StoreError> {
+    Ok(by_id(tx, id)
+        .await?
+        .filter(|p| p.flow_id.as_deref() == Some(flow_id)))
+}
+
 /// A change of status (or of the preview).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
@@ -219,8 +232,8 @@ pub async fn transition(
         )
         .await?;
     if changed == 0 {
-        return Err(StoreError::Query(format!(
-            "post {id} changed while it was being moved from {from}"
+        return Ok(Transitioned::Invalid(format!(
+            "post {id} changed while it was being moved from {from}; look again"
         )));
     }
     Ok(match by_id(tx, id).await? {

@@ -32,7 +32,12 @@ pub(crate) async fn fail_post(
     step: &str,
     error: &str,
 ) -> Result<(), StoreError> {
-    if let Some(id) = event.payload["post_id"].as_i64() {
+    let id = event.payload["post_id"].as_i64().unwrap_or_default();
+    // Only the flow that failed may fail the post: not a later publication attempt.
+    if posts::in_flow(tx, id, &event.correlation_id)
+        .await?
+        .is_some()
+    {
         let reason = format!("{step} failed: {error}");
         posts::transition(tx, id, Transition::Fail { reason }).await?;
     }
@@ -56,7 +61,7 @@ impl EventHandler for Preview {
         let id = event.payload["post_id"]
             .as_i64()
             .ok_or_else(|| HandlerError("the event has no post_id".into()))?;
-        let Some(post) = posts::by_id(tx, id).await? else {
+        let Some(post) = posts::in_flow(tx, id, &event.correlation_id).await? else {
             return Ok(());
         };
         if post.status != posts::PENDING_PUBLISH {

@@ -25,14 +25,21 @@ impl EventHandler for Publish {
         let id = event.payload["post_id"]
             .as_i64()
             .ok_or_else(|| HandlerError("the event has no post_id".into()))?;
+        if posts::in_flow(tx, id, &event.correlation_id)
+            .await?
+            .is_none()
+        {
+            // Gone, or moved on to another publication attempt.
+            return Ok(());
+        }
         match posts::transition(tx, id, Transition::Publish).await? {
             Transitioned::Done(post) => out.emit(event.follow(
                 PUBLISHED,
                 json!({ "post_id": id, "author_id": post.author_id, "title": post.title }),
             )),
-            // Published already (this event's first handling did it), gone, or moved on.
-            Transitioned::Already(_) | Transitioned::NotFound => {}
-            Transitioned::Invalid(why) => return Err(HandlerError(why)),
+            // Published already (this event's first handling did it), or decided otherwise
+            // meanwhile (an operator rejected it): nothing to retry.
+            Transitioned::Already(_) | Transitioned::NotFound | Transitioned::Invalid(_) => {}
         }
         Ok(())
     }

@@ -292,6 +292,10 @@ pub(crate) async fn require(State(auth): State<Arc<Auth>>, req: Request, next: N
         ));
     };
     let Some(key) = auth.find(key) else {
+        if crate::dashboard::is_page(req.uri().path()) {
+            let page = crate::dashboard::key_form("The API key this browser holds is not one this server knows (any more); enter another.");
+            return (StatusCode::UNAUTHORIZED, page).into_response();
+        }
         return unauthorized(
             "the API key sent is not one this server knows; check it, or ask for one (`sagaflow key new` makes a key and the configuration line for it)"
                 .to_string(),
@@ -299,6 +303,12 @@ pub(crate) async fn require(State(auth): State<Arc<Auth>>, req: Request, next: N
     };
     if !key.rights.has(needed) {
         tracing::info!(key = %key.name, %needed, path = %req.uri().path(), "API key lacks a right");
+        if crate::dashboard::is_page(req.uri().path()) {
+            return crate::dashboard::forbidden(&format!(
+                "The key {:?} lacks the `{needed}` right this needs.",
+                key.name
+            ));
+        }
         return Problem::new(
             StatusCode::FORBIDDEN,
             "forbidden",

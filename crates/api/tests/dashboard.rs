@@ -109,7 +109,7 @@ async fn every_page_shows_real_sagas_and_the_actions_work() {
         assert!(list.contains(id.as_str()), "the list lacks {id}");
     }
     assert!(
-        list.contains("hx-trigger=\"every 5s\""),
+        list.contains("hx-trigger=\"every 5s"),
         "the rows refresh themselves"
     );
     let filtered = html(&get(&api, "/ui/sagas?status=compensated").await, "filtered");
@@ -163,6 +163,26 @@ async fn every_page_shows_real_sagas_and_the_actions_work() {
     let refused = form(&api, &format!("/ui/sagas/{done}/cancel"), "reason=late").await;
     assert!(refused.location.contains("ok=0"), "{}", refused.location);
     assert!(html(&get(&api, &refused.location).await, "refused").contains("The engine refused"));
+
+    // A form posted from another site is refused (no keys here: nothing else would stop it).
+    let forged = request(
+        &api,
+        Request::post(format!("/ui/sagas/{done}/resume"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", "cross-site")
+            .header(header::ORIGIN, "https://evil.example")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(forged.html.contains("another site"));
+    // The flow search works without JavaScript.
+    let go = get(&api, "/ui/flows/go?id=a%20b%2Fc").await;
+    assert_eq!(
+        (go.status, go.location.as_str()),
+        (StatusCode::SEE_OTHER, "/ui/flows/a%20b%2Fc")
+    );
 
     // Dead letters: listed, then discarded in a batch.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

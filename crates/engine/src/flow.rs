@@ -102,20 +102,41 @@ pub(crate) async fn record(tx: &mut dyn ParticipantTx, r: Record<'_>) -> Result<
     .map(|_| ())
 }
 
+/// Rows of a read of the flow journal; the tables are made first when the read finds them
+/// missing (a database no subscriber has used yet). Not made on every read: on PostgreSQL
+/// even `CREATE … IF NOT EXISTS` takes locks that would queue behind busy handlers.
+async fn read(
+    store: &Arc<dyn Store>,
+    sql: &str,
+    params: &[SqlValue],
+) -> Result<Vec<Vec<SqlValue>>, StoreError> {
+    let once = || async {
+        let mut tx = store.begin().await?;
+        let rows = tx.query(sql, params).await;
+        let _ = tx.rollback().await;
+        rows
+    };
+    match once().await {
+        Ok(rows) => Ok(rows),
+        Err(StoreError::Unavailable(e)) => Err(StoreError::Unavailable(e)),
+        Err(_) => {
+            prepare(store).await?;
+            once().await
+        }
+    }
+}
+
 /// A flow's entries, oldest first.
 pub async fn entries(
     store: &Arc<dyn Store>,
     correlation_id: &str,
 ) -> Result<Vec<FlowEntry>, StoreError> {
-    prepare(store).await?;
-    let mut tx = store.begin().await?;
-    let rows = tx
-        .query(
-            "SELECT at, service, event, message_id, causation_id, outcome, attempt, detail FROM sagaflow_flow_events WHERE correlation_id = $1 ORDER BY at, id",
-            &[correlation_id.into()],
-        )
-        .await;
-    let _ = tx.rollback().await;
+    let rows = read(
+        store,
+        "SELECT at, service, event, message_id, causation_id, outcome, attempt, detail FROM sagaflow_flow_events WHERE correlation_id = $1 ORDER BY at, id",
+        &[correlation_id.into()],
+    )
+    .await;
     let text =
         |row: &[SqlValue], i: usize| row.get(i).and_then(SqlValue::as_str).map(str::to_string);
     Ok(rows?
@@ -150,16 +171,13 @@ pub struct FlowSummary {
 
 /// The flows with the most recent activity first.
 pub async fn recent(store: &Arc<dyn Store>, limit: usize) -> Result<Vec<FlowSummary>, StoreError> {
-    prepare(store).await?;
-    let mut tx = store.begin().await?;
-    let rows = tx
-        .query(
-            "SELECT correlation_id, MIN(at), MAX(at), COUNT(*), SUM(CASE WHEN outcome = 'dead_lettered' THEN 1 ELSE 0 END) \
-             FROM sagaflow_flow_events GROUP BY correlation_id ORDER BY MAX(at) DESC LIMIT $1",
-            &[(limit.min(1000) as i64).into()],
-        )
-        .await;
-    let _ = tx.rollback().await;
+    let rows = read(
+        store,
+        "SELECT correlation_id, MIN(at), MAX(at), COUNT(*), SUM(CASE WHEN outcome = 'dead_lettered' THEN 1 ELSE 0 END) \
+         FROM sagaflow_flow_events GROUP BY correlation_id ORDER BY MAX(at) DESC LIMIT $1",
+        &[(limit.min(1000) as i64).into()],
+    )
+    .await;
     let int = |row: &[SqlValue], i: usize| row.get(i).and_then(SqlValue::as_i64).unwrap_or(0);
     Ok(rows?
         .iter()

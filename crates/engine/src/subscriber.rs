@@ -10,9 +10,12 @@
 //!   [`RetryPolicy`]); the delivery is acknowledged, and the subscriber's retry loop runs the
 //!   handler again when it is due — in whichever process of the service claims it first, after
 //!   any restart.
-//! - **Dead-letter with a compensation hook**: once the attempts are exhausted the event goes
-//!   to the dead-letter store with the last error, and the handler's
-//!   [`EventHandler::on_exhausted`] runs in a transaction of its own (it may emit events too).
+//! - **Dead-letter with a compensation hook**: once the attempts are exhausted the handler's
+//!   [`EventHandler::on_exhausted`] runs in a transaction of its own (it may emit events too;
+//!   if it fails, only it is tried again later), then the event goes to the dead-letter store
+//!   with the last error. An exhausted event is not kept in the inbox: replaying its dead
+//!   letter runs it afresh — so a handler should check that its event still applies (the
+//!   blog's check the post's status and flow).
 //!
 //! Every handling is recorded in the flow journal under the event's correlation id
 //! ([`crate::flow`]), so the whole flow reads as one timeline.
@@ -332,7 +335,7 @@ impl Ctx {
         match tx.inbox_get(&self.service, &event.message_id).await {
             Ok(Some(_)) => {
                 let _ = tx.rollback().await;
-                let _ = self.note(&event, "duplicate", None).await;
+                let _ = self.duplicate(&event).await;
                 return Attempted::Done;
             }
             Ok(None) => {}
@@ -347,43 +350,40 @@ impl Ctx {
             .handle(&event, tx.as_mut(), &mut out)
             .await;
         let error = match handled {
-            Ok(()) => match self.finish(tx, &event, out, "handled", None).await {
+            Ok(()) => match self.finish(tx, &event, out, "handled", None, true).await {
                 Ok(()) => return Attempted::Done,
-                // A concurrent delivery of the same event may have committed first (its
-                // inbox record is what refused this one): then this one is the duplicate.
-                Err(e) => match self.handled_already(&event.message_id).await {
-                    Ok(true) => {
-                        let _ = self.note(&event, "duplicate", None).await;
-                        return Attempted::Done;
-                    }
-                    Ok(false) => e.to_string(),
-                    Err(_) => return Attempted::Unavailable,
-                },
+                Err(e) => e.to_string(),
             },
             Err(e) => {
                 let _ = tx.rollback().await;
                 e.0
             }
         };
+        // A concurrent delivery of the same event may have committed first (its inbox record
+        // refused this one, or its change made this handler fail): then this is the duplicate.
+        match self.handled_already(&event.message_id).await {
+            Ok(true) => {
+                let _ = self.duplicate(&event).await;
+                return Attempted::Done;
+            }
+            Ok(false) => {}
+            Err(_) => return Attempted::Unavailable,
+        }
         tracing::info!(service = %self.service, event = %event.name, attempt, error = %error, "event handling failed");
-        match self
-            .failed(
-                topic,
-                body,
-                &event,
-                &registered.retry,
-                registered.handler.clone(),
-                &error,
-            )
-            .await
-        {
+        let result = if attempt >= registered.retry.max_attempts.max(1) {
+            self.exhaust(topic, body, &event, registered, &error).await
+        } else {
+            self.schedule_retry(topic, body, &event, &registered.retry, &error)
+                .await
+        };
+        match result {
             Ok(()) => Attempted::Done,
             Err(_) => Attempted::Unavailable,
         }
     }
 
     /// Commits a handling (or a compensation): emitted events, the flow entry, the inbox
-    /// record, and no retry row left.
+    /// record (when `remember`), and no retry row left.
     async fn finish(
         &self,
         mut tx: Box<dyn ParticipantTx>,
@@ -391,6 +391,7 @@ impl Ctx {
         out: Emitter,
         outcome: &str,
         detail: Option<String>,
+        remember: bool,
     ) -> Result<(), StoreError> {
         let emitted = !out.events.is_empty();
         let result = async {
@@ -398,8 +399,10 @@ impl Ctx {
                 emit(tx.as_mut(), &self.service, e).await?;
             }
             flow::record(tx.as_mut(), self.record(event, outcome, detail)).await?;
-            tx.inbox_put(&self.service, &event.message_id, b"handled")
-                .await?;
+            if remember {
+                tx.inbox_put(&self.service, &event.message_id, b"handled")
+                    .await?;
+            }
             tx.execute(
                 "DELETE FROM sagaflow_event_retries WHERE service = $1 AND message_id = $2",
                 &[
@@ -426,49 +429,70 @@ impl Ctx {
         Ok(())
     }
 
-    /// A failed attempt: schedule the next one, or dead-letter the event and compensate.
-    async fn failed(
+    /// A failed attempt with attempts left: the next one is due after the backoff.
+    async fn schedule_retry(
         &self,
         topic: &str,
         body: &[u8],
         event: &EventCall,
         retry: &RetryPolicy,
-        handler: Arc<dyn EventHandler>,
         error: &str,
     ) -> Result<(), StoreError> {
-        if event.attempt < retry.max_attempts.max(1) {
-            let next_at = now_ms() + retry.delay_ms(event.attempt, fastrand::f64());
-            let mut tx = self.store.begin().await?;
-            tx.execute(
-                "INSERT INTO sagaflow_event_retries (service, message_id, topic, body, attempts, next_at, last_error) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (service, message_id) DO UPDATE SET attempts = $5, next_at = $6, last_error = $7",
-                &[
-                    self.service.as_str().into(),
-                    event.message_id.as_str().into(),
-                    topic.into(),
-                    String::from_utf8_lossy(body).to_string().into(),
-                    i64::from(event.attempt).into(),
-                    next_at.into(),
-                    error.into(),
-                ],
-            )
+        let next_at = now_ms() + retry.delay_ms(event.attempt, fastrand::f64());
+        let mut tx = self.store.begin().await?;
+        self.put_retry(tx.as_mut(), topic, body, event.attempt, next_at, error)
             .await?;
-            let detail = format!(
-                "{error}; attempt {} at +{} ms",
-                event.attempt + 1,
-                next_at - now_ms()
-            );
-            flow::record(tx.as_mut(), self.record(event, "failed", Some(detail))).await?;
-            return tx.commit().await;
-        }
-        // Exhausted: keep the event with the reason, then compensate.
+        let detail = format!(
+            "{error}; attempt {} at +{} ms",
+            event.attempt + 1,
+            next_at - now_ms()
+        );
+        flow::record(tx.as_mut(), self.record(event, "failed", Some(detail))).await?;
+        tx.commit().await
+    }
+
+    async fn put_retry(
+        &self,
+        tx: &mut dyn ParticipantTx,
+        topic: &str,
+        body: &[u8],
+        attempts: u32,
+        next_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        tx.execute(
+            "INSERT INTO sagaflow_event_retries (service, message_id, topic, body, attempts, next_at, last_error) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (service, message_id) DO UPDATE SET attempts = $5, next_at = $6, last_error = $7",
+            &[
+                self.service.as_str().into(),
+                parse(body).map(|e| e.message_id).unwrap_or_default().into(),
+                topic.into(),
+                String::from_utf8_lossy(body).to_string().into(),
+                i64::from(attempts).into(),
+                next_at.into(),
+                error.into(),
+            ],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The attempts are exhausted: the compensation hook runs (with the flow's entries, in one
+    /// transaction), then the event goes to the dead letters. If the hook fails, the retry row
+    /// records the exhaustion and only the hook is tried again later. The event is not kept
+    /// in the inbox: a replay of its dead letter (an operator's decision) runs it afresh.
+    async fn exhaust(
+        &self,
+        topic: &str,
+        body: &[u8],
+        event: &EventCall,
+        registered: &Registered,
+        error: &str,
+    ) -> Result<(), StoreError> {
         let reason = format!(
             "{} gave up on {} after {} attempts: {error}",
             self.service, event.name, event.attempt
         );
-        self.store
-            .put_dead_letter(topic, body, &reason, event.attempt, now_ms())
-            .await?;
         let mut tx = self.store.begin().await?;
         flow::record(
             tx.as_mut(),
@@ -476,16 +500,33 @@ impl Ctx {
         )
         .await?;
         let mut out = Emitter::default();
-        if let Err(e) = handler
+        if let Err(e) = registered
+            .handler
             .on_exhausted(event, error, tx.as_mut(), &mut out)
             .await
         {
             let _ = tx.rollback().await;
-            tracing::error!(error = %e, event = %event.name, "the compensation hook failed; the event stays for a retry");
-            return Err(e);
+            tracing::error!(error = %e, event = %event.name, "the compensation hook failed; it is tried again later");
+            let mut tx = self.store.begin().await?;
+            let later = now_ms() + registered.retry.max_delay_ms.max(1_000) as i64;
+            self.put_retry(tx.as_mut(), topic, body, event.attempt, later, error)
+                .await?;
+            tx.commit().await?;
+            return Ok(());
         }
-        self.finish(tx, event, out, "compensated", Some(error.to_string()))
+        self.finish(
+            tx,
+            event,
+            out,
+            "compensated",
+            Some(error.to_string()),
+            false,
+        )
+        .await?;
+        self.store
+            .put_dead_letter(topic, body, &reason, event.attempt, now_ms())
             .await
+            .map(|_| ())
     }
 
     async fn handled_already(&self, message_id: &str) -> Result<bool, StoreError> {
@@ -513,7 +554,7 @@ impl Ctx {
         let mut tx = self.store.begin().await?;
         let rows = tx
             .query(
-                "SELECT message_id, topic, body, attempts, next_at FROM sagaflow_event_retries WHERE service = $1 AND next_at <= $2 ORDER BY next_at LIMIT 16",
+                "SELECT message_id, topic, body, attempts, next_at, last_error FROM sagaflow_event_retries WHERE service = $1 AND next_at <= $2 ORDER BY next_at LIMIT 16",
                 &[self.service.as_str().into(), now.into()],
             )
             .await;
@@ -527,32 +568,68 @@ impl Ctx {
         let mut ran = 0;
         for row in rows? {
             let (id, topic, body) = (text(&row, 0), text(&row, 1), text(&row, 2));
-            let attempts = row.get(3).and_then(SqlValue::as_i64).unwrap_or(0);
+            let attempts = row.get(3).and_then(SqlValue::as_i64).unwrap_or(0) as u32;
             let due = row.get(4).and_then(SqlValue::as_i64).unwrap_or(0);
-            // Claim it: only the process whose update matched the due time runs it.
+            let last_error = text(&row, 5);
+            // Claim it: only the process whose update matched the due time runs it; the lease
+            // runs from now, not from when the batch was read.
             let mut tx = self.store.begin().await?;
             let claimed = tx
                 .execute(
                     "UPDATE sagaflow_event_retries SET next_at = $1 WHERE service = $2 AND message_id = $3 AND next_at = $4",
-                    &[(now + RETRY_LEASE_MS).into(), self.service.as_str().into(), id.as_str().into(), due.into()],
+                    &[(now_ms() + RETRY_LEASE_MS).into(), self.service.as_str().into(), id.as_str().into(), due.into()],
                 )
                 .await?;
             tx.commit().await?;
             if claimed == 0 {
                 continue;
             }
-            let Ok(event) = parse(body.as_bytes()) else {
+            ran += 1;
+            let _permit = self.permits.acquire().await;
+            let Ok(mut event) = parse(body.as_bytes()) else {
+                // Only a good event gets a retry row; this one was altered: keep it aside.
+                self.store
+                    .put_dead_letter(
+                        &topic,
+                        body.as_bytes(),
+                        "a retry row holds no event",
+                        attempts,
+                        now_ms(),
+                    )
+                    .await?;
+                let mut tx = self.store.begin().await?;
+                tx.execute(
+                    "DELETE FROM sagaflow_event_retries WHERE service = $1 AND message_id = $2",
+                    &[self.service.as_str().into(), id.as_str().into()],
+                )
+                .await?;
+                tx.commit().await?;
                 continue;
             };
-            let _permit = self.permits.acquire().await;
-            if let Attempted::Unavailable = self
-                .attempt(&topic, body.as_bytes(), event, attempts as u32 + 1)
-                .await
-            {
-                // The lease brings it back.
+            let exhausted = self
+                .handlers
+                .get(&event.name)
+                .filter(|r| attempts >= r.retry.max_attempts.max(1));
+            let outcome = match exhausted {
+                // The handler gave up already; only its compensation hook is due again.
+                Some(registered) => {
+                    event.attempt = attempts;
+                    match self
+                        .exhaust(&topic, body.as_bytes(), &event, registered, &last_error)
+                        .await
+                    {
+                        Ok(()) => Attempted::Done,
+                        Err(_) => Attempted::Unavailable,
+                    }
+                }
+                None => {
+                    self.attempt(&topic, body.as_bytes(), event, attempts + 1)
+                        .await
+                }
+            };
+            if let Attempted::Unavailable = outcome {
                 tracing::warn!(message_id = %id, "retry could not run; it comes back after its lease");
             }
-            ran += 1;
         }
         Ok(ran)
     }
@@ -575,15 +652,19 @@ impl Ctx {
         }
     }
 
-    /// Records an entry in a transaction of its own.
-    async fn note(
-        &self,
-        event: &EventCall,
-        outcome: &str,
-        detail: Option<String>,
-    ) -> Result<(), StoreError> {
+    /// A duplicate delivery: recorded, and any retry row of the event dropped (the handling
+    /// that won made it moot).
+    async fn duplicate(&self, event: &EventCall) -> Result<(), StoreError> {
         let mut tx = self.store.begin().await?;
-        flow::record(tx.as_mut(), self.record(event, outcome, detail)).await?;
+        flow::record(tx.as_mut(), self.record(event, "duplicate", None)).await?;
+        tx.execute(
+            "DELETE FROM sagaflow_event_retries WHERE service = $1 AND message_id = $2",
+            &[
+                self.service.as_str().into(),
+                event.message_id.as_str().into(),
+            ],
+        )
+        .await?;
         tx.commit().await
     }
 }

@@ -313,3 +313,92 @@ async fn an_exhausted_event_is_dead_lettered_and_compensated_and_a_redelivery_is
     steady.shutdown().await;
     relay.shutdown().await;
 }
+
+/// Always fails; its compensation hook fails the first time it runs.
+struct Stubborn {
+    calls: Arc<std::sync::atomic::AtomicU32>,
+    hook_calls: Arc<std::sync::atomic::AtomicU32>,
+}
+
+#[async_trait]
+impl EventHandler for Stubborn {
+    async fn handle(
+        &self,
+        _event: &EventCall,
+        _tx: &mut dyn ParticipantTx,
+        _out: &mut Emitter,
+    ) -> Result<(), HandlerError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(HandlerError("down".into()))
+    }
+
+    async fn on_exhausted(
+        &self,
+        event: &EventCall,
+        _error: &str,
+        tx: &mut dyn ParticipantTx,
+        _out: &mut Emitter,
+    ) -> Result<(), StoreError> {
+        if self
+            .hook_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            == 0
+        {
+            return Err(StoreError::Query("the hook's first try fails".into()));
+        }
+        add_effect(tx, "compensated", &event.correlation_id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_compensation_hook_is_tried_again_alone_and_dead_letters_once() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let bus = Arc::new(MemoryBus::new());
+    let relay = EventRelay::start(store.clone(), bus.clone()).await.unwrap();
+    let (calls, hook_calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let sub = Subscriber::new("stubborn")
+        .on(
+            "t.started",
+            quick(2),
+            Stubborn {
+                calls: calls.clone(),
+                hook_calls: hook_calls.clone(),
+            },
+        )
+        .start(store.clone(), bus.clone(), None)
+        .await
+        .unwrap();
+    start_flow(&store, &relay, "flow-4").await;
+    let entries = wait_for(&store, "flow-4", |e| {
+        e.iter().any(|x| x.outcome == "compensated")
+    })
+    .await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the handler ran its 2 attempts, no more"
+    );
+    assert_eq!(
+        hook_calls.load(Ordering::SeqCst),
+        2,
+        "the hook ran again after failing"
+    );
+    assert_eq!(effects(&store, "flow-4").await, vec!["compensated"]);
+    assert_eq!(
+        store.dead_letters(10).await.unwrap().len(),
+        1,
+        "one dead letter"
+    );
+    assert_eq!(
+        outcomes(&entries)[1..],
+        [
+            triple("stubborn", "t.started", "failed"),
+            triple("stubborn", "t.started", "dead_lettered"),
+            triple("stubborn", "t.started", "compensated"),
+        ]
+    );
+    sub.shutdown().await;
+    relay.shutdown().await;
+}

@@ -25,7 +25,7 @@ pub(crate) async fn page(State(state): State<ApiState>) -> Response {
             section aria-labelledby={"def-" (d.name) "-" (d.version)} {
                 h2 id={"def-" (d.name) "-" (d.version)} { (d.name) " v" (d.version) }
                 p {
-                    a href={"/ui/sagas?definition=" (d.name)} {
+                    a href={"/ui/sagas?definition=" (super::seg(&d.name))} {
                         (in_flight.get(&(d.name.clone(), d.version)).copied().unwrap_or(0)) " in flight"
                     }
                 }

@@ -15,7 +15,7 @@ pub(crate) async fn list(State(state): State<ApiState>) -> Response {
         Err(e) => return super::failure(e),
     };
     let body = html! {
-        form.filters method="get" action="/ui/flows/go" onsubmit="location.href='/ui/flows/'+encodeURIComponent(this.id.value);return false;" {
+        form.filters method="get" action="/ui/flows/go" {
             label { "Correlation id" input name="id" required; }
             button type="submit" { "Show" }
         }
@@ -27,7 +27,7 @@ pub(crate) async fn list(State(state): State<ApiState>) -> Response {
                 tbody {
                     @for f in &flows {
                         tr {
-                            td { a href={"/ui/flows/" (f.correlation_id)} { code { (f.correlation_id) } } }
+                            td { a href={"/ui/flows/" (super::seg(&f.correlation_id))} { code { (f.correlation_id) } } }
                             td { (when(f.started_at)) }
                             td { (when(f.last_at)) " (" (took(f.last_at - f.started_at)) ")" }
                             td { (f.entries) }
@@ -39,6 +39,22 @@ pub(crate) async fn list(State(state): State<ApiState>) -> Response {
         }
     };
     layout("Flows", "/ui/flows", None, body).into_response()
+}
+
+/// The flow search form's target.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct Go {
+    id: Option<String>,
+}
+
+/// `/ui/flows/go?id=…`: to that flow's page (the search form, without JavaScript).
+pub(crate) async fn go(axum::extract::Query(q): axum::extract::Query<Go>) -> Response {
+    match q.id.as_deref().map(str::trim).filter(|i| !i.is_empty()) {
+        Some(id) => {
+            axum::response::Redirect::to(&format!("/ui/flows/{}", super::seg(id))).into_response()
+        }
+        None => axum::response::Redirect::to("/ui/flows").into_response(),
+    }
 }
 
 pub(crate) async fn page(State(state): State<ApiState>, ApiPath(id): ApiPath<String>) -> Response {

@@ -42,6 +42,7 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route("/ui/sagas/{id}/resume", post(saga::resume))
         .route("/ui/sagas/{id}/signal", post(saga::signal))
         .route("/ui/flows", get(flows::list))
+        .route("/ui/flows/go", get(flows::go))
         .route("/ui/flows/{id}", get(flows::page))
         .route("/ui/dead-letters", get(dead_letters::page))
         .route("/ui/dead-letters/act", post(dead_letters::act))
@@ -49,6 +50,57 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route("/ui/key", get(key_page).post(set_key))
         .route("/ui/assets/htmx.min.js", get(htmx))
         .route("/ui/assets/dashboard.css", get(style))
+        .route_layer(axum::middleware::from_fn(same_site_only))
+}
+
+/// Refuses a form posted from another site (cross-site request forgery): with no keys
+/// configured, or with the key in a cookie, nothing else would tell the operator's own click
+/// from a page elsewhere submitting to this server. Browsers say where a request comes from
+/// (`Sec-Fetch-Site`, `Origin`); a request that says nothing (curl, a script) is let through.
+async fn same_site_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let headers = req.headers();
+    let fetch_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(|o| o.split_once("://").map_or(o, |(_, rest)| rest));
+    let foreign = fetch_site == "cross-site"
+        || fetch_site == "same-site"
+        || origin_host.is_some_and(|o| o != "null" && o != host);
+    if foreign {
+        let page = layout(
+            "Refused",
+            "",
+            None,
+            html! { p.message.refused role="alert" { "This form was sent from another site; the dashboard only takes its own." } },
+        );
+        return (StatusCode::FORBIDDEN, page).into_response();
+    }
+    next.run(req).await
+}
+
+/// A path segment, percent-encoded (ids in links may hold `/`, `?`, `#` or spaces).
+pub(crate) fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// Paths the key check lets through: the key form and the assets.
@@ -198,6 +250,17 @@ pub(crate) fn took(ms: i64) -> String {
         ms if ms < 7_200_000 => format!("{} min", ms / 60_000),
         ms => format!("{} h", ms / 3_600_000),
     }
+}
+
+/// The page for a key that lacks a right (an action with a read-only key).
+pub(crate) fn forbidden(why: &str) -> Response {
+    let page = layout(
+        "Not allowed",
+        "",
+        None,
+        html! { p.message.refused role="alert" { (why) } },
+    );
+    (StatusCode::FORBIDDEN, page).into_response()
 }
 
 /// A page for an engine failure.

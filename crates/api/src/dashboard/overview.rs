@@ -123,7 +123,7 @@ pub(crate) async fn page(
                     tbody {
                         @for s in stuck.iter().take(50) {
                             tr {
-                                td { a href={"/ui/sagas/" (s.saga_id.0)} { code { (s.saga_id.0) } } }
+                                td { a href={"/ui/sagas/" (super::seg(&s.saga_id.0))} { code { (s.saga_id.0) } } }
                                 td { (s.definition) " v" (s.version) }
                                 td { (status_badge(s.status.as_str())) }
                                 td { (waiting_on(s)) }
@@ -140,7 +140,7 @@ pub(crate) async fn page(
                 ul {
                     @for s in &failing {
                         li {
-                            a href={"/ui/sagas/" (s.saga_id.0)} { code { (s.saga_id.0) } }
+                            a href={"/ui/sagas/" (super::seg(&s.saga_id.0))} { code { (s.saga_id.0) } }
                             " " (s.definition) " — " (s.reason.clone().unwrap_or_default())
                         }
                     }
@@ -159,7 +159,7 @@ pub(crate) async fn page(
                 tbody {
                     @for (def, counts) in &defs {
                         tr {
-                            td { a href={"/ui/sagas?definition=" (def)} { (def) } }
+                            td { a href={"/ui/sagas?definition=" (super::seg(def))} { (def) } }
                             @for s in statuses { td { (counts.get(s).copied().unwrap_or(0)) } }
                         }
                     }

@@ -74,20 +74,20 @@ fn actions(s: &SagaState, id: &str) -> Markup {
             p.muted { "No action applies to a saga that is " (s.status.as_str()) (if s.pivot_passed && !s.status.is_end() { " past its pivot" } else { "" }) "." }
         }
         @if cancellable {
-            form.action method="post" action={"/ui/sagas/" (id) "/cancel"}
+            form.action method="post" action={"/ui/sagas/" (super::seg(id)) "/cancel"}
                 onsubmit="return confirm('Cancel this saga? Its done steps will be compensated.')" {
                 label { "Reason" input name="reason" value="cancelled from the dashboard"; }
                 button.danger type="submit" { "Cancel saga" }
             }
         }
         @if resumable {
-            form.action method="post" action={"/ui/sagas/" (id) "/resume"}
+            form.action method="post" action={"/ui/sagas/" (super::seg(id)) "/resume"}
                 onsubmit="return confirm('Resume this saga now?')" {
                 button type="submit" { "Resume" }
             }
         }
         @if signalable {
-            form.action method="post" action={"/ui/sagas/" (id) "/signal"}
+            form.action method="post" action={"/ui/sagas/" (super::seg(id)) "/signal"}
                 onsubmit="return confirm('Send this signal to the saga?')" {
                 label { "Signal" input name="name" required value=(s.parked.as_ref().and_then(|p| p.signal.clone()).unwrap_or_default()); }
                 label { "Payload (JSON)" input name="payload" value="{}"; }
@@ -213,13 +213,7 @@ pub(crate) struct CancelForm {
 }
 
 fn back(id: &str) -> String {
-    format!("/ui/sagas/{}", urlencode(id))
-}
-
-fn urlencode(s: &str) -> String {
-    serde_urlencoded::to_string([("", s)])
-        .map(|q| q.trim_start_matches('=').to_string())
-        .unwrap_or_default()
+    format!("/ui/sagas/{}", super::seg(id))
 }
 
 fn answer(id: &str, done: Result<String, sagaflow_engine::EngineError>) -> Response {

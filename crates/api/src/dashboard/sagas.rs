@@ -154,7 +154,7 @@ fn rows_markup(sagas: &[SagaState], next: Option<&str>, f: &Filters) -> Markup {
         }
         @for s in sagas {
             tr {
-                td { a href={"/ui/sagas/" (s.saga_id.0)} { code { (s.saga_id.0) } } }
+                td { a href={"/ui/sagas/" (super::seg(&s.saga_id.0))} { code { (s.saga_id.0) } } }
                 td { (s.definition) " v" (s.version) }
                 td { (status_badge(s.status.as_str())) }
                 td { (s.correlation_key.clone().unwrap_or_default()) }
@@ -237,7 +237,7 @@ pub(crate) async fn page(
                 table {
                     caption.muted { "Newest first; refreshed every 5 seconds." }
                     thead { tr { th { "Saga" } th { "Definition" } th { "Status" } th { "Correlation" } th { "Created" } th { "Updated" } } }
-                    tbody id="saga-rows" hx-get={"/ui/sagas/rows?" (live)} hx-trigger="every 5s" hx-swap="innerHTML" {
+                    tbody id="saga-rows" hx-get={"/ui/sagas/rows?" (live)} hx-trigger="every 5s [!document.activeElement.closest('#saga-rows')]" hx-swap="innerHTML" {
                         (rows_markup(sagas, next.as_deref(), &f))
                     }
                 }
