@@ -1,7 +1,7 @@
 //! `scripts/cluster`: `up` starts two engines, an API process, the demo participants and the
-//! shop's services over PostgreSQL and NATS; a saga started through the API completes, and so
-//! does a shop purchase; `status` reports them; `down` stops exactly the processes `up`
-//! recorded.
+//! shop's, social network's and blog's services over PostgreSQL and NATS; a saga started
+//! through the API completes, and so does a shop purchase and a social registration's
+//! verification; `status` reports them; `down` stops exactly the processes `up` recorded.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -124,6 +124,37 @@ async fn up_runs_a_saga_across_processes_and_down_stops_exactly_what_up_started(
     let purchase = bought["saga_id"].as_str().expect("saga_id").to_string();
     wait_completed(&client, &base, &purchase).await;
 
+    // The social network's verifier and users services, in a process of their own.
+    let registered: Value = client
+        .post(format!("http://127.0.0.1:{api}/user/register"))
+        .json(&json!({"first_name": "Ann", "second_name": "Lee", "birthdate": "1990-05-01", "password": "pw"}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("a JSON answer");
+    let user = registered["user_id"].as_str().expect("user_id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let profile: Value = client
+            .get(format!("http://127.0.0.1:{api}/user/get/{user}"))
+            .send()
+            .await
+            .expect("profile")
+            .json()
+            .await
+            .expect("a JSON answer");
+        if profile["user_status"] == 100 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never verified across the processes: {profile}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     let pids: Vec<String> = std::fs::read_dir(repo().join("target").join(&name))
         .expect("the cluster folder")
         .filter_map(|e| e.ok())
@@ -135,12 +166,12 @@ async fn up_runs_a_saga_across_processes_and_down_stops_exactly_what_up_started(
                 .to_string()
         })
         .collect();
-    assert_eq!(pids.len(), 5, "five processes recorded: {pids:?}");
+    assert_eq!(pids.len(), 7, "seven processes recorded: {pids:?}");
     assert!(pids.iter().all(|p| alive(p)));
 
     let (ok, out) = cluster(&name, &ports, &["down"]);
     assert!(ok, "scripts/cluster down failed:\n{out}");
-    assert_eq!(out.matches("stopped ").count(), 5, "{out}");
+    assert_eq!(out.matches("stopped ").count(), 7, "{out}");
     assert!(pids.iter().all(|p| !alive(p)), "down left some running");
     let (_, status) = cluster(&name, &ports, &["status"]);
     assert!(status.contains("nothing recorded"), "{status}");
