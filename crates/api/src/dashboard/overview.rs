@@ -51,7 +51,7 @@ pub(crate) async fn page(
         match engine
             .list(&SagaFilter {
                 status: Some(status),
-                limit: 200,
+                limit: 500,
                 ..SagaFilter::default()
             })
             .await
@@ -115,6 +115,10 @@ pub(crate) async fn page(
         }
         section aria-labelledby="stuck" {
             h2 id="stuck" { "Stuck sagas (no progress for over " (took(stuck_after_ms)) ")" }
+            form.filters method="get" action="/" {
+                label { "No progress for (seconds)" input type="number" name="stuck" min="1" value=(stuck_after_ms / 1000); }
+                button type="submit" { "Show" }
+            }
             @if stuck.is_empty() {
                 p.muted { "None." }
             } @else {
@@ -151,6 +155,7 @@ pub(crate) async fn page(
             h2 id="per-minute" { "Started and ended per minute (last " (MINUTES) " minutes)" }
             (super::raw(chart))
             p.legend { span { i style="background:#0b57d0" {} "started" } span { i style="background:#2da44e" {} "ended" } }
+            p.hint { "Counts the sagas started in the window (up to 1 000), and those of them that ended." }
         }
         section aria-labelledby="by-definition" {
             h2 id="by-definition" { "By definition" }
