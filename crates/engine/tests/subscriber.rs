@@ -13,12 +13,42 @@ use sagaflow_engine::{
 };
 use serde_json::json;
 
-async fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
-    let url = format!("sqlite://{}", dir.path().join("flows.db").display());
-    let store: Arc<dyn Store> = Arc::new(sagaflow_sqlite::SqliteStore::open(&url).await.unwrap());
+/// The database a scenario runs on: a SQLite file, or a fresh PostgreSQL schema.
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Db {
+    fn sqlite() -> Db {
+        Db::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    fn postgres() -> Db {
+        Db::Postgres(format!("subscriber_{}", fastrand::u32(..)))
+    }
+}
+
+fn pg_url() -> String {
+    std::env::var("SAGAFLOW_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+async fn store(db: &Db) -> Arc<dyn Store> {
+    let store: Arc<dyn Store> = match db {
+        Db::Sqlite(dir) => {
+            let url = format!("sqlite://{}", dir.path().join("flows.db").display());
+            Arc::new(sagaflow_sqlite::SqliteStore::open(&url).await.unwrap())
+        }
+        Db::Postgres(schema) => Arc::new(
+            sagaflow_postgres::PgStore::connect_in_schema(&pg_url(), schema)
+                .await
+                .expect("PostgreSQL is required for this test"),
+        ),
+    };
     let mut tx = store.begin().await.unwrap();
     tx.execute(
-        "CREATE TABLE effects (what TEXT NOT NULL, correlation_id TEXT NOT NULL)",
+        "CREATE TABLE effects (id TEXT PRIMARY KEY, what TEXT NOT NULL, correlation_id TEXT NOT NULL)",
         &[],
     )
     .await
@@ -32,7 +62,7 @@ async fn effects(store: &Arc<dyn Store>, correlation: &str) -> Vec<String> {
     let mut tx = store.begin().await.unwrap();
     let rows = tx
         .query(
-            "SELECT what FROM effects WHERE correlation_id = $1 ORDER BY rowid",
+            "SELECT what FROM effects WHERE correlation_id = $1 ORDER BY id",
             &[correlation.into()],
         )
         .await
@@ -49,8 +79,12 @@ async fn add_effect(
     correlation: &str,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO effects (what, correlation_id) VALUES ($1, $2)",
-        &[what.into(), correlation.into()],
+        "INSERT INTO effects (id, what, correlation_id) VALUES ($1, $2, $3)",
+        &[
+            uuid::Uuid::now_v7().to_string().into(),
+            what.into(),
+            correlation.into(),
+        ],
     )
     .await
     .map(|_| ())
@@ -156,9 +190,17 @@ fn triple(service: &str, event: &str, outcome: &str) -> (String, String, String)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flow_goes_service_to_service_with_retries_and_reads_as_one_timeline() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
+async fn sqlite_a_flow_goes_service_to_service_with_retries_and_reads_as_one_timeline() {
+    a_flow_goes_service_to_service_with_retries_and_reads_as_one_timeline(Db::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_flow_goes_service_to_service_with_retries_and_reads_as_one_timeline() {
+    a_flow_goes_service_to_service_with_retries_and_reads_as_one_timeline(Db::postgres()).await;
+}
+
+async fn a_flow_goes_service_to_service_with_retries_and_reads_as_one_timeline(db: Db) {
+    let store = store(&db).await;
     let bus = Arc::new(MemoryBus::new());
     let relay = EventRelay::start(store.clone(), bus.clone()).await.unwrap();
     let first = Subscriber::new("first")
@@ -221,9 +263,20 @@ async fn a_flow_goes_service_to_service_with_retries_and_reads_as_one_timeline()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_exhausted_event_is_dead_lettered_and_compensated_and_a_redelivery_is_ignored() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
+async fn sqlite_an_exhausted_event_is_dead_lettered_and_compensated_and_a_redelivery_is_ignored() {
+    an_exhausted_event_is_dead_lettered_and_compensated_and_a_redelivery_is_ignored(Db::sqlite())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_exhausted_event_is_dead_lettered_and_compensated_and_a_redelivery_is_ignored()
+{
+    an_exhausted_event_is_dead_lettered_and_compensated_and_a_redelivery_is_ignored(Db::postgres())
+        .await;
+}
+
+async fn an_exhausted_event_is_dead_lettered_and_compensated_and_a_redelivery_is_ignored(db: Db) {
+    let store = store(&db).await;
     let bus = Arc::new(MemoryBus::new());
     let relay = EventRelay::start(store.clone(), bus.clone()).await.unwrap();
     let broken = Subscriber::new("broken")
@@ -351,10 +404,18 @@ impl EventHandler for Stubborn {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_compensation_hook_is_tried_again_alone_and_dead_letters_once() {
+async fn sqlite_a_failing_compensation_hook_is_tried_again_alone_and_dead_letters_once() {
+    a_failing_compensation_hook_is_tried_again_alone_and_dead_letters_once(Db::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_failing_compensation_hook_is_tried_again_alone_and_dead_letters_once() {
+    a_failing_compensation_hook_is_tried_again_alone_and_dead_letters_once(Db::postgres()).await;
+}
+
+async fn a_failing_compensation_hook_is_tried_again_alone_and_dead_letters_once(db: Db) {
     use std::sync::atomic::{AtomicU32, Ordering};
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
+    let store = store(&db).await;
     let bus = Arc::new(MemoryBus::new());
     let relay = EventRelay::start(store.clone(), bus.clone()).await.unwrap();
     let (calls, hook_calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
