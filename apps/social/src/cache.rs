@@ -84,10 +84,45 @@ enum Backend {
     Off,
     Memory(Arc<RwLock<HashMap<String, Entry>>>),
     Redis {
-        /// Reconnects by itself.
-        connection: ConnectionManager,
+        redis: Arc<Lazy>,
         merge: Arc<redis::Script>,
     },
+}
+
+/// A Redis connection made on first use — so a process starts while Redis is away — and
+/// then kept (a `ConnectionManager` reconnects by itself). After a failed connect, callers
+/// skip the cache for a second instead of each waiting on a dead server.
+struct Lazy {
+    client: redis::Client,
+    config: redis::aio::ConnectionManagerConfig,
+    connection: tokio::sync::OnceCell<ConnectionManager>,
+    retry_after_ms: std::sync::atomic::AtomicI64,
+}
+
+impl Lazy {
+    async fn get(&self) -> Option<ConnectionManager> {
+        use std::sync::atomic::Ordering;
+        if let Some(c) = self.connection.get() {
+            return Some(c.clone());
+        }
+        let now = sagaflow_app_kit::sql::now_ms();
+        if now < self.retry_after_ms.load(Ordering::Relaxed) {
+            return None;
+        }
+        let connect = self.connection.get_or_try_init(|| {
+            ConnectionManager::new_with_config(self.client.clone(), self.config.clone())
+        });
+        match tokio::time::timeout(CALL_TIMEOUT * 8, connect).await {
+            Ok(Ok(c)) => Some(c.clone()),
+            failed => {
+                if let Ok(Err(e)) = failed {
+                    tracing::warn!(error = %e, "Redis does not answer; the cache is skipped for now");
+                }
+                self.retry_after_ms.store(now + 1_000, Ordering::Relaxed);
+                None
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for UnreadCache {
@@ -126,7 +161,8 @@ impl UnreadCache {
         }
     }
 
-    /// A cache in Redis at `url` (`redis://HOST:PORT[/DB]`).
+    /// A cache in Redis at `url` (`redis://HOST:PORT[/DB]`): an invalid URL is an error; a
+    /// Redis that does not answer yet is not (the cache is skipped until it does).
     pub async fn redis(url: &str) -> Result<Self, String> {
         let client = redis::Client::open(url)
             .map_err(|e| format!("the Redis URL {url:?} is not valid: {e}"))?;
@@ -134,12 +170,21 @@ impl UnreadCache {
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2);
-        let connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| format!("Redis at {url} does not answer: {e}"))?;
+        let redis = Arc::new(Lazy {
+            client,
+            config,
+            connection: tokio::sync::OnceCell::new(),
+            retry_after_ms: std::sync::atomic::AtomicI64::new(0),
+        });
+        if redis.get().await.is_none() {
+            tracing::warn!(
+                url,
+                "Redis does not answer at start; counters are read from the database until it does"
+            );
+        }
         Ok(UnreadCache {
             backend: Backend::Redis {
-                connection,
+                redis,
                 merge: Arc::new(redis::Script::new(MERGE)),
             },
         })
@@ -159,8 +204,8 @@ impl UnreadCache {
                 let entry = map.get(user).filter(|e| e.loaded)?;
                 Some(entry.dialogs.values().cloned().collect())
             }
-            Backend::Redis { connection, .. } => {
-                let mut c = connection.clone();
+            Backend::Redis { redis, .. } => {
+                let mut c = redis.get().await?;
                 let read = tokio::time::timeout(
                     CALL_TIMEOUT,
                     redis::cmd("HGETALL").arg(key(user)).query_async(&mut c),
@@ -207,8 +252,10 @@ impl UnreadCache {
                 }
                 entry.loaded |= loaded;
             }
-            Backend::Redis { connection, merge } => {
-                let mut c = connection.clone();
+            Backend::Redis { redis, merge } => {
+                let Some(mut c) = redis.get().await else {
+                    return;
+                };
                 let mut invocation = merge.key(key(user));
                 invocation
                     .arg(if loaded { "1" } else { "0" })
@@ -248,8 +295,11 @@ impl UnreadCache {
                 map.write().unwrap_or_else(|p| p.into_inner()).clear();
                 Ok(())
             }
-            Backend::Redis { connection, .. } => {
-                let mut c = connection.clone();
+            Backend::Redis { redis, .. } => {
+                let mut c = redis
+                    .get()
+                    .await
+                    .ok_or_else(|| "Redis does not answer".to_string())?;
                 let keys: Vec<String> = redis::cmd("KEYS")
                     .arg("social:unread:*")
                     .query_async(&mut c)

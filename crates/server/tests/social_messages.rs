@@ -157,6 +157,8 @@ async fn five_messages_under_a_cap(http: &Client, base: &str) -> (String, String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_with_a_counter_cap_commit_four_fail_one_and_reconcile_through_a_redis_restart() {
     let mut redis = RedisServer::start();
+    // Redis is away when the processes start: they start anyway, and use it once it is back.
+    redis.kill();
     let nats = NatsServer::start();
     let pg = format!("{}?schema=social_msgs_{}", pg_url(), fastrand::u32(..));
     let keys = keys_env();
@@ -184,6 +186,7 @@ async fn messages_with_a_counter_cap_commit_four_fail_one_and_reconcile_through_
         &env,
     );
     let base = serve.base.clone();
+    redis.start_again();
     let http = client();
     let store = sagaflow::store_url::open(&pg).await.unwrap();
     // The forced failure: the counters table allows at most 2 unread.
@@ -218,8 +221,20 @@ async fn messages_with_a_counter_cap_commit_four_fail_one_and_reconcile_through_
     let dialogs = json_of(http.get(format!("{base}/api/dialog")), Some(b.as_str())).await;
     assert_eq!(dialogs["dialogs"][0]["unread"], 2, "{dialogs}");
     assert_eq!(dialogs["dialogs"][0]["partner_id"], a.as_str());
-    // The cache holds what the database holds.
-    assert!(redis_cli(redis.port, &["HGETALL", &format!("social:unread:{b}")]).contains(":2:"));
+    // The cache (connected once Redis came back) holds what the database holds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert_eq!(counters(&http, &base, &b).await["total"], 2);
+        let cached = redis_cli(redis.port, &["HGETALL", &format!("social:unread:{b}")]);
+        if cached.contains(":2:") && cached.contains("_loaded") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cache was never filled: {cached}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Drift: a counter reset by hand (internal endpoint: the API key is required)...
     let dialog = counters(&http, &base, &b).await["dialogs"][0]["dialog_id"]
