@@ -143,6 +143,7 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS social_messages_by_read ON social_messages (read_state)",
     "CREATE TABLE IF NOT EXISTS social_message_reads (saga_id TEXT PRIMARY KEY, read_count BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS social_counters_unread (user_id TEXT NOT NULL, dialog_id TEXT NOT NULL, partner_id TEXT NOT NULL, unread BIGINT NOT NULL CHECK (unread >= 0), version BIGINT NOT NULL, PRIMARY KEY (user_id, dialog_id))",
+    "CREATE TABLE IF NOT EXISTS social_jobs (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS social_counters_ops (op_id TEXT PRIMARY KEY, state TEXT NOT NULL)",
 ];
 

@@ -198,19 +198,50 @@ impl DriftMetrics {
     }
 }
 
-/// Runs reconciliation every `every` in the background.
+/// Takes (or keeps) the lease on the background run for `lease_ms`: of the processes that
+/// run the job, one at a time does. True when this process holds it.
+async fn lease(store: &Arc<dyn Store>, owner: &str, lease_ms: i64) -> Result<bool, StoreError> {
+    let (owner, now) = (owner.to_string(), sagaflow_app_kit::sql::now_ms());
+    in_tx(store, move |tx| {
+        Box::pin(async move {
+            let held = tx
+                .execute(
+                    "INSERT INTO social_jobs (name, owner, until) VALUES ('reconciliation', $1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET owner = $1, until = $2 \
+                     WHERE social_jobs.until < $3 OR social_jobs.owner = $1",
+                    &[owner.into(), (now + lease_ms).into(), now.into()],
+                )
+                .await?;
+            Ok(held > 0)
+        })
+    })
+    .await
+}
+
+/// Runs reconciliation every `every` in the background — in one process at a time, which
+/// holds a lease on it (renewed each run, lost when it stops renewing).
 pub fn spawn(
     store: Arc<dyn Store>,
     cache: UnreadCache,
     metrics: DriftMetrics,
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
+    let owner = uuid::Uuid::new_v4().to_string();
+    let lease_ms = (every.as_millis() as i64).saturating_mul(2).max(1_000);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tick.tick().await;
+            match lease(&store, &owner, lease_ms).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconciliation lease unavailable; trying at the next tick");
+                    continue;
+                }
+            }
             match reconcile(&store, &cache).await {
                 Ok(report) => metrics.record(&report),
                 Err(e) => {
@@ -219,4 +250,37 @@ pub fn spawn(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_process_at_a_time_holds_the_lease_until_it_lapses() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+        let store: Arc<dyn Store> =
+            Arc::new(sagaflow_sqlite::SqliteStore::open(&url).await.unwrap());
+        crate::prepare(&store, crate::SocialConfig::default())
+            .await
+            .unwrap();
+        assert!(
+            lease(&store, "a", 60_000).await.unwrap(),
+            "the first takes it"
+        );
+        assert!(
+            !lease(&store, "b", 60_000).await.unwrap(),
+            "the second waits"
+        );
+        assert!(
+            lease(&store, "a", -1).await.unwrap(),
+            "the holder renews (here: into the past)"
+        );
+        assert!(
+            lease(&store, "b", 60_000).await.unwrap(),
+            "a lapsed lease is taken over"
+        );
+        assert!(!lease(&store, "a", 60_000).await.unwrap());
+    }
 }
