@@ -104,6 +104,18 @@ async fn every_page_shows_real_sagas_and_the_actions_work() {
         "the navigation marks the page"
     );
 
+    // With a threshold of 0 s every unfinished saga is stuck: the parked one shows, linked.
+    let stuck = html(&get(&api, "/?stuck=0").await, "/?stuck=0");
+    assert!(
+        stuck.contains(&format!("/ui/sagas/{parked}"))
+            && !stuck.contains(&format!("/ui/sagas/{done}")),
+        "the parked saga is stuck, the completed one is not"
+    );
+    assert!(
+        stuck.contains("signal go"),
+        "it says what the saga waits on"
+    );
+
     let list = html(&get(&api, "/ui/sagas").await, "/ui/sagas");
     for id in [&done, &undone, &parked] {
         assert!(list.contains(id.as_str()), "the list lacks {id}");

@@ -319,6 +319,22 @@ pub trait Store: Send + Sync + 'static {
     /// Unfinished sagas (not Completed/Compensated/Failed) grouped by definition and version.
     async fn versions_in_flight(&self) -> Result<Vec<(String, u32, u64)>, StoreError>;
 
+    /// Unfinished sagas (running, waiting, compensating) not changed since before
+    /// `updated_before`, the longest untouched first, at most `limit` (the stuck ones).
+    async fn stale(
+        &self,
+        updated_before: Millis,
+        limit: usize,
+    ) -> Result<Vec<SagaState>, StoreError>;
+
+    /// Sagas started and ended in each window of `bucket_ms` from `since` on:
+    /// `(window start, started, ended)`, oldest first, windows with neither left out.
+    async fn activity(
+        &self,
+        since: Millis,
+        bucket_ms: i64,
+    ) -> Result<Vec<(Millis, u64, u64)>, StoreError>;
+
     /// Waiting sagas whose correlation key has this value.
     async fn waiting_by_correlation(&self, key: &str) -> Result<Vec<SagaId>, StoreError>;
 

@@ -173,6 +173,22 @@ impl Store for PgStore {
         read::versions_in_flight(&self.inner.pool).await
     }
 
+    async fn stale(
+        &self,
+        updated_before: Millis,
+        limit: usize,
+    ) -> Result<Vec<SagaState>, StoreError> {
+        read::stale(&self.inner.pool, updated_before, limit).await
+    }
+
+    async fn activity(
+        &self,
+        since: Millis,
+        bucket_ms: i64,
+    ) -> Result<Vec<(Millis, u64, u64)>, StoreError> {
+        read::activity(&self.inner.pool, since, bucket_ms).await
+    }
+
     async fn waiting_by_correlation(&self, key: &str) -> Result<Vec<SagaId>, StoreError> {
         read::waiting_by_correlation(&self.inner.pool, key).await
     }

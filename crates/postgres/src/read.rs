@@ -111,6 +111,52 @@ pub(crate) async fn list(pool: &PgPool, filter: &SagaFilter) -> Result<Vec<SagaS
     rows.into_iter().map(snapshot).collect()
 }
 
+/// Unfinished sagas untouched since before `updated_before`, the longest untouched first.
+/// (No index on `updated_at`: every snapshot update changes it, and one would cost the hot
+/// path its HOT updates; the unfinished sagas come from the status index.)
+pub(crate) async fn stale(
+    pool: &PgPool,
+    updated_before: i64,
+    limit: usize,
+) -> Result<Vec<SagaState>, StoreError> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT journal_version, state FROM sagas
+         WHERE status IN ('running', 'waiting', 'compensating') AND updated_at < $1
+         ORDER BY updated_at, saga_id LIMIT $2",
+    )
+    .bind(updated_before)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await
+    .map_err(store_error)?;
+    rows.into_iter().map(snapshot).collect()
+}
+
+/// Sagas started and ended per window since `since`.
+pub(crate) async fn activity(
+    pool: &PgPool,
+    since: i64,
+    bucket_ms: i64,
+) -> Result<Vec<(i64, u64, u64)>, StoreError> {
+    let bucket = bucket_ms.max(1);
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT w, SUM(s)::BIGINT, SUM(e)::BIGINT FROM (
+             SELECT (created_at - $1) / $2 AS w, 1 AS s, 0 AS e FROM sagas WHERE created_at >= $1
+             UNION ALL
+             SELECT (ended_at - $1) / $2 AS w, 0 AS s, 1 AS e FROM sagas WHERE ended_at >= $1
+         ) t GROUP BY w ORDER BY w",
+    )
+    .bind(since)
+    .bind(bucket)
+    .fetch_all(pool)
+    .await
+    .map_err(store_error)?;
+    Ok(rows
+        .into_iter()
+        .map(|(w, s, e)| (since + w * bucket, s.max(0) as u64, e.max(0) as u64))
+        .collect())
+}
+
 /// Unfinished sagas counted by definition and version.
 pub(crate) async fn versions_in_flight(
     pool: &PgPool,

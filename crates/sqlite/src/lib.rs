@@ -170,6 +170,24 @@ impl Store for SqliteStore {
         self.read(read::versions_in_flight).await
     }
 
+    async fn stale(
+        &self,
+        updated_before: Millis,
+        limit: usize,
+    ) -> Result<Vec<SagaState>, StoreError> {
+        self.read(move |conn| read::stale(conn, updated_before, limit))
+            .await
+    }
+
+    async fn activity(
+        &self,
+        since: Millis,
+        bucket_ms: i64,
+    ) -> Result<Vec<(Millis, u64, u64)>, StoreError> {
+        self.read(move |conn| read::activity(conn, since, bucket_ms))
+            .await
+    }
+
     async fn waiting_by_correlation(&self, key: &str) -> Result<Vec<SagaId>, StoreError> {
         let key = key.to_string();
         self.read(move |conn| read::waiting_by_correlation(conn, &key))

@@ -119,6 +119,56 @@ pub(crate) fn list(conn: &Connection, filter: &SagaFilter) -> Result<Vec<SagaSta
     states(rows, limit.min(DEFAULT_LIMIT))
 }
 
+/// Unfinished sagas untouched since before `updated_before`, the longest untouched first.
+pub(crate) fn stale(
+    conn: &Connection,
+    updated_before: Millis,
+    limit: usize,
+) -> Result<Vec<SagaState>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT state FROM sagas WHERE status IN {UNFINISHED} AND updated_at < ? \
+             ORDER BY updated_at, saga_id LIMIT ?"
+        ))
+        .map_err(db)?;
+    let rows = stmt
+        .query(rusqlite::params![updated_before, clamp(limit)])
+        .map_err(db)?;
+    states(rows, limit.min(DEFAULT_LIMIT))
+}
+
+/// Sagas started and ended per window since `since`.
+pub(crate) fn activity(
+    conn: &Connection,
+    since: Millis,
+    bucket_ms: i64,
+) -> Result<Vec<(Millis, u64, u64)>, StoreError> {
+    let bucket = bucket_ms.max(1);
+    let mut counts: std::collections::BTreeMap<i64, (u64, u64)> = Default::default();
+    for (column, started) in [("created_at", true), ("ended_at", false)] {
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT ({column} - ?1) / ?2, COUNT(*) FROM sagas WHERE {column} >= ?1 GROUP BY 1"
+            ))
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(rusqlite::params![since, bucket], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+            })
+            .map_err(db)?;
+        for row in rows {
+            let (window, n) = row.map_err(db)?;
+            let entry = counts.entry(since + window * bucket).or_default();
+            if started {
+                entry.0 += n.max(0) as u64;
+            } else {
+                entry.1 += n.max(0) as u64;
+            }
+        }
+    }
+    Ok(counts.into_iter().map(|(at, (s, e))| (at, s, e)).collect())
+}
+
 /// Unfinished sagas counted by definition and version.
 pub(crate) fn versions_in_flight(conn: &Connection) -> Result<Vec<(String, u32, u64)>, StoreError> {
     let mut stmt = conn

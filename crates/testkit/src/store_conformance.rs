@@ -48,8 +48,8 @@ pub use participant::{
 };
 pub use queries::{
     dead_letters_put_list_take, list_filters_and_orders_newest_first,
-    list_paginates_with_keyset_cursor, versions_in_flight_counts_unfinished,
-    waiting_by_correlation_finds_parked_sagas,
+    list_paginates_with_keyset_cursor, stale_and_activity_describe_the_recent_past,
+    versions_in_flight_counts_unfinished, waiting_by_correlation_finds_parked_sagas,
 };
 pub use queues::{
     claim_outbox_honours_limit, claim_outbox_respects_leases, claim_timers_takes_due_unleased,
@@ -113,6 +113,7 @@ where
         list_filters_and_orders_newest_first,
         list_paginates_with_keyset_cursor,
         versions_in_flight_counts_unfinished,
+        stale_and_activity_describe_the_recent_past,
         waiting_by_correlation_finds_parked_sagas,
         dead_letters_put_list_take,
         definitions_round_trip_exactly,
@@ -153,6 +154,7 @@ macro_rules! store_conformance_tests {
             list_filters_and_orders_newest_first,
             list_paginates_with_keyset_cursor,
             versions_in_flight_counts_unfinished,
+            stale_and_activity_describe_the_recent_past,
             waiting_by_correlation_finds_parked_sagas,
             dead_letters_put_list_take,
             definitions_round_trip_exactly,

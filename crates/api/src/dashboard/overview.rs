@@ -34,49 +34,42 @@ pub(crate) async fn page(
         Ok(s) => s,
         Err(e) => return super::failure(e),
     };
-    let recent = engine
-        .list(&SagaFilter {
-            created_after: Some(now - MINUTES * 60_000),
-            limit: 1000,
-            ..SagaFilter::default()
-        })
-        .await;
-    let mut unfinished = Vec::new();
-    for status in [
-        Status::Running,
-        Status::Waiting,
-        Status::Compensating,
-        Status::Failed,
-    ] {
-        match engine
-            .list(&SagaFilter {
-                status: Some(status),
-                limit: 500,
-                ..SagaFilter::default()
-            })
-            .await
-        {
-            Ok(list) => unfinished.extend(list),
-            Err(e) => return super::failure(e),
-        }
-    }
-    let recent = match recent {
-        Ok(r) => r,
+    let since = now - MINUTES * 60_000;
+    let activity = match engine.store().activity(since, 60_000).await {
+        Ok(a) => a,
         Err(e) => return super::failure(e),
     };
-    // Stuck: not ended and untouched too long; failed sagas need an operator anyway.
-    let mut stuck: Vec<&SagaState> = unfinished
-        .iter()
-        .filter(|s| s.status == Status::Failed || now - s.updated_at > stuck_after_ms)
-        .collect();
-    stuck.sort_by_key(|s| s.updated_at);
-    let failing: Vec<&SagaState> = unfinished
-        .iter()
-        .filter(|s| {
-            s.status == Status::Failed || (s.status == Status::Compensating && s.failure.is_some())
+    // Stuck: unfinished and untouched for longer than the threshold, longest first.
+    let stuck = match engine.store().stale(now - stuck_after_ms, 50).await {
+        Ok(s) => s,
+        Err(e) => return super::failure(e),
+    };
+    let failing = match engine
+        .list(&SagaFilter {
+            status: Some(Status::Failed),
+            limit: 50,
+            ..SagaFilter::default()
         })
-        .collect();
-
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => return super::failure(e),
+    };
+    // Compensations retrying right now: compensating sagas whose last attempt failed.
+    let compensating: Vec<SagaState> = match engine
+        .list(&SagaFilter {
+            status: Some(Status::Compensating),
+            limit: 200,
+            ..SagaFilter::default()
+        })
+        .await
+    {
+        Ok(list) => list
+            .into_iter()
+            .filter(|s| s.failure.is_some() || s.retry.is_some())
+            .collect(),
+        Err(e) => return super::failure(e),
+    };
     let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
     for (_, status, n) in &stats.sagas {
         *by_status.entry(status.as_str()).or_default() += n;
@@ -97,7 +90,7 @@ pub(crate) async fn page(
         "compensated",
         "failed",
     ];
-    let (started, ended) = per_minute(&recent, now);
+    let (started, ended) = per_minute(&activity, since);
     let chart = chart(&started, &ended);
 
     let body = html! {
@@ -138,11 +131,11 @@ pub(crate) async fn page(
                 }
             }
             h2 { "Compensations failing" }
-            @if failing.is_empty() {
+            @if failing.is_empty() && compensating.is_empty() {
                 p.muted { "None." }
             } @else {
                 ul {
-                    @for s in &failing {
+                    @for s in failing.iter().chain(compensating.iter()) {
                         li {
                             a href={"/ui/sagas/" (super::seg(&s.saga_id.0))} { code { (s.saga_id.0) } }
                             " " (s.definition) " — " (s.reason.clone().unwrap_or_default())
@@ -155,7 +148,6 @@ pub(crate) async fn page(
             h2 id="per-minute" { "Started and ended per minute (last " (MINUTES) " minutes)" }
             (super::raw(chart))
             p.legend { span { i style="background:#0b57d0" {} "started" } span { i style="background:#2da44e" {} "ended" } }
-            p.hint { "Counts the sagas started in the window (up to 1 000), and those of them that ended." }
         }
         section aria-labelledby="by-definition" {
             h2 id="by-definition" { "By definition" }
@@ -194,21 +186,14 @@ fn waiting_on(s: &SagaState) -> String {
 }
 
 /// Sagas started and ended in each of the last minutes, oldest first.
-fn per_minute(sagas: &[SagaState], now: i64) -> (Vec<u64>, Vec<u64>) {
+fn per_minute(activity: &[(i64, u64, u64)], since: i64) -> (Vec<u64>, Vec<u64>) {
     let mut started = vec![0u64; MINUTES as usize];
     let mut ended = vec![0u64; MINUTES as usize];
-    let slot = |t: i64| {
-        let ago = (now - t) / 60_000;
-        (0..MINUTES)
-            .contains(&ago)
-            .then(|| (MINUTES - 1 - ago) as usize)
-    };
-    for s in sagas {
-        if let Some(i) = slot(s.created_at) {
-            started[i] += 1;
-        }
-        if let Some(i) = s.ended_at.and_then(slot) {
-            ended[i] += 1;
+    for (at, s, e) in activity {
+        let i = ((at - since) / 60_000) as usize;
+        if i < started.len() {
+            started[i] += s;
+            ended[i] += e;
         }
     }
     (started, ended)

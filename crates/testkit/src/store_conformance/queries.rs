@@ -392,3 +392,53 @@ pub async fn dead_letters_put_list_take(store: Arc<dyn Store>) {
         .unwrap_or_else(|e| panic!("take_dead_letter failed: {e}"));
     assert_eq!(unknown, None, "taking an unknown id gives nothing");
 }
+
+/// `stale` lists unfinished sagas untouched since a time, the longest untouched first;
+/// `activity` counts starts and ends per window.
+pub async fn stale_and_activity_describe_the_recent_past(store: Arc<dyn Store>) {
+    let order = order_definition(1);
+    let ping = ping_definition();
+    let a = start_decision(&order, "a", order_input("u1"), T0, None);
+    let b = start_decision(&order, "b", order_input("u1"), T0, None);
+    let b1 = next_decision(
+        &order,
+        &b.state,
+        &action_reply(0, 1, Outcome::park("approved")),
+        T0 + 1,
+    );
+    let c = start_decision(&order, "c", order_input("u1"), T0 + 120_000, None);
+    let p = start_decision(&ping, "p", serde_json::json!({}), T0, None);
+    let p1 = next_decision(&ping, &p.state, &succeeded(0, 1), T0 + 1);
+    commit_all(&*store, vec![a, b, c, p], "stale fixtures: starts").await;
+    commit_all(&*store, vec![b1, p1], "stale fixtures: replies").await;
+    let stale = |before: i64, limit: usize| {
+        let store = store.clone();
+        async move {
+            ids(&store
+                .stale(before, limit)
+                .await
+                .unwrap_or_else(|e| panic!("stale failed: {e}")))
+        }
+    };
+    assert_eq!(
+        stale(T0 + 60_000, 10).await,
+        ["a", "b"],
+        "oldest first; ended and recent left out"
+    );
+    assert_eq!(stale(T0 + 1, 10).await, ["a"], "b was touched at T0 + 1");
+    assert_eq!(stale(T0 + 60_000, 1).await, ["a"], "the limit holds");
+    let activity = store
+        .activity(T0, 60_000)
+        .await
+        .unwrap_or_else(|e| panic!("activity failed: {e}"));
+    assert_eq!(
+        activity,
+        vec![(T0, 3, 1), (T0 + 120_000, 1, 0)],
+        "a, b and p started in the first minute and p ended; c started two minutes later"
+    );
+    assert!(store
+        .activity(T0 + 600_000, 60_000)
+        .await
+        .unwrap()
+        .is_empty());
+}
