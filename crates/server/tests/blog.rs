@@ -20,6 +20,11 @@ use serde_json::{json, Value};
 mod support;
 use support::{pg_url, spawn, Serve};
 
+/// Sends a request and reads its JSON answer.
+async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 struct User {
     id: i64,
     token: String,
@@ -34,16 +39,12 @@ async fn user(http: &Client, base: &str, name: &str, push_key: Option<&str>) -> 
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     let created: Value = resp.json().await.unwrap();
-    let login: Value = http
-        .post(format!("{base}/api/users/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("username={}&password={}", name, "pw"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = json_of(
+        http.post(format!("{base}/api/users/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("username={}&password={}", name, "pw")),
+    )
+    .await;
     assert_eq!(login["token_type"], "bearer");
     let u = User {
         id: created["id"].as_i64().unwrap(),
@@ -106,14 +107,7 @@ async fn publish(
 async fn settled(http: &Client, base: &str, slug: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let a: Value = http
-            .get(format!("{base}/api/articles/{slug}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let a = json_of(http.get(format!("{base}/api/articles/{slug}"))).await;
         if a["status"] != "PENDING_PUBLISH" {
             return a;
         }
@@ -123,15 +117,11 @@ async fn settled(http: &Client, base: &str, slug: &str) -> Value {
 }
 
 async fn notifications(http: &Client, base: &str, who: &User) -> Vec<Value> {
-    let v: Value = http
-        .get(format!("{base}/api/users/me/notifications"))
-        .bearer_auth(&who.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = json_of(
+        http.get(format!("{base}/api/users/me/notifications"))
+            .bearer_auth(&who.token),
+    )
+    .await;
     v.as_array().unwrap().clone()
 }
 
@@ -144,14 +134,7 @@ async fn timeline(
 ) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let v: Value = http
-            .get(format!("{base}/api/v1/flows/{flow}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = json_of(http.get(format!("{base}/api/v1/flows/{flow}"))).await;
         let entries = v["entries"].as_array().unwrap().clone();
         if done(&entries) {
             return entries;
@@ -194,14 +177,7 @@ async fn embedded_a_post_is_published_by_choreography_and_internal_endpoints_are
         ],
     );
     let (base, http) = (serve.base.clone(), Client::new());
-    let health: Value = http
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = json_of(http.get(format!("{base}/health"))).await;
     assert_eq!(health, json!({"status": "ok"}));
 
     let author = user(&http, &base, "author", None).await;
@@ -335,14 +311,7 @@ async fn embedded_a_post_is_published_by_choreography_and_internal_endpoints_are
         StatusCode::UNAUTHORIZED,
         "a user's token is no service key"
     );
-    let keys: Value = http
-        .post(format!("{base}/api/internal/init-keys"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys = json_of(http.post(format!("{base}/api/internal/init-keys"))).await;
     let key = keys["keys"][0]["key"].as_str().unwrap().to_string();
     assert_eq!(keys["keys"].as_array().unwrap().len(), 4);
     let second_init = http
@@ -355,15 +324,7 @@ async fn embedded_a_post_is_published_by_choreography_and_internal_endpoints_are
         StatusCode::UNAUTHORIZED,
         "keys exist: a key is needed"
     );
-    let shown: Value = http
-        .get(&post_url)
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown = json_of(http.get(&post_url).header("x-api-key", &key)).await;
     assert_eq!(
         (shown["status"].as_str(), shown["preview_url"].is_string()),
         (Some("PUBLISHED"), true)
@@ -380,16 +341,12 @@ async fn embedded_a_post_is_published_by_choreography_and_internal_endpoints_are
         StatusCode::UNAUTHORIZED,
         "a service key is no user token"
     );
-    let expired: Value = http
-        .post(format!("{base}/api/internal/keys"))
-        .header("x-api-key", &key)
-        .json(&json!({ "description": "short-lived", "expires_in_seconds": 0 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let expired = json_of(
+        http.post(format!("{base}/api/internal/keys"))
+            .header("x-api-key", &key)
+            .json(&json!({ "description": "short-lived", "expires_in_seconds": 0 })),
+    )
+    .await;
     let resp = http
         .get(&post_url)
         .header("x-api-key", expired["key"].as_str().unwrap())
@@ -398,16 +355,12 @@ async fn embedded_a_post_is_published_by_choreography_and_internal_endpoints_are
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert!(resp.text().await.unwrap().contains("expired"));
-    let doomed: Value = http
-        .post(format!("{base}/api/internal/keys"))
-        .header("x-api-key", &key)
-        .json(&json!({ "description": "to deactivate" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doomed = json_of(
+        http.post(format!("{base}/api/internal/keys"))
+            .header("x-api-key", &key)
+            .json(&json!({ "description": "to deactivate" })),
+    )
+    .await;
     let doomed_key = doomed["key"].as_str().unwrap();
     assert_eq!(
         http.get(&post_url)
@@ -519,14 +472,7 @@ async fn embedded_a_preview_that_always_fails_ends_in_error_through_the_dead_let
             "blog-preview blog.post_approved compensated",
         ]
     );
-    let dead: Value = http
-        .get(format!("{base}/api/v1/dead-letters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dead = json_of(http.get(format!("{base}/api/v1/dead-letters"))).await;
     let dead = dead
         .as_array()
         .cloned()
