@@ -10,12 +10,13 @@
 //!   [`RetryPolicy`]); the delivery is acknowledged, and the subscriber's retry loop runs the
 //!   handler again when it is due — in whichever process of the service claims it first, after
 //!   any restart.
-//! - **Dead-letter with a compensation hook**: once the attempts are exhausted the handler's
+//! - **Dead-letter with a compensation hook**: once the attempts are exhausted the event goes
+//!   to the dead-letter store with the last error, and the handler's
 //!   [`EventHandler::on_exhausted`] runs in a transaction of its own (it may emit events too;
-//!   if it fails, only it is tried again later), then the event goes to the dead-letter store
-//!   with the last error. An exhausted event is not kept in the inbox: replaying its dead
-//!   letter runs it afresh — so a handler should check that its event still applies (the
-//!   blog's check the post's status and flow).
+//!   if it fails, only it is tried again later, and the event is not dead-lettered twice).
+//!   An exhausted event is not kept in the inbox: replaying its dead letter runs it afresh —
+//!   so a handler should check that its event still applies (the blog's check the post's
+//!   status and flow).
 //!
 //! Every handling is recorded in the flow journal under the event's correlation id
 //! ([`crate::flow`]), so the whole flow reads as one timeline.
@@ -187,6 +188,7 @@ impl Subscriber {
             store,
             relay_wake,
             permits: Semaphore::new(self.concurrency),
+            retry_scheduled: Notify::new(),
         });
         let mut tasks = Vec::new();
         for name in ctx.handlers.keys() {
@@ -218,8 +220,21 @@ impl Subscriber {
                 if ran > 0 {
                     continue;
                 }
+                // Sleep until the next retry is due (another process may schedule one
+                // sooner: look again within RETRY_POLL at the latest), or one is scheduled here.
+                let pause = retry_ctx
+                    .next_due()
+                    .await
+                    .ok()
+                    .flatten()
+                    .map_or(RETRY_POLL, |at| {
+                        Duration::from_millis(
+                            (at - now_ms()).clamp(20, RETRY_POLL.as_millis() as i64) as u64,
+                        )
+                    });
                 tokio::select! {
-                    _ = tokio::time::sleep(RETRY_POLL) => {}
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = retry_ctx.retry_scheduled.notified() => {}
                     _ = stopped_retries.changed() => break,
                 }
             }
@@ -239,8 +254,9 @@ pub enum SubscribeError {
     Transport(#[from] TransportError),
 }
 
-/// How often due retries are looked for.
-const RETRY_POLL: Duration = Duration::from_millis(100);
+/// The longest the retry loop sleeps before looking at the retries table again (a retry
+/// another process scheduled, or a lease that lapsed).
+const RETRY_POLL: Duration = Duration::from_secs(1);
 /// How long a claimed retry is someone's before another process may take it.
 const RETRY_LEASE_MS: i64 = 30_000;
 
@@ -266,6 +282,8 @@ struct Ctx {
     store: Arc<dyn Store>,
     relay_wake: Option<Arc<Notify>>,
     permits: Semaphore,
+    /// Told when this process schedules a retry, so the retry loop looks at once.
+    retry_scheduled: Notify,
 }
 
 /// How an attempt ended.
@@ -371,7 +389,8 @@ impl Ctx {
         }
         tracing::info!(service = %self.service, event = %event.name, attempt, error = %error, "event handling failed");
         let result = if attempt >= registered.retry.max_attempts.max(1) {
-            self.exhaust(topic, body, &event, registered, &error).await
+            self.exhaust(topic, body, &event, registered, &error, true)
+                .await
         } else {
             self.schedule_retry(topic, body, &event, &registered.retry, &error)
                 .await
@@ -448,7 +467,9 @@ impl Ctx {
             next_at - now_ms()
         );
         flow::record(tx.as_mut(), self.record(event, "failed", Some(detail))).await?;
-        tx.commit().await
+        tx.commit().await?;
+        self.retry_scheduled.notify_one();
+        Ok(())
     }
 
     async fn put_retry(
@@ -477,10 +498,11 @@ impl Ctx {
         .map(|_| ())
     }
 
-    /// The attempts are exhausted: the compensation hook runs (with the flow's entries, in one
-    /// transaction), then the event goes to the dead letters. If the hook fails, the retry row
-    /// records the exhaustion and only the hook is tried again later. The event is not kept
-    /// in the inbox: a replay of its dead letter (an operator's decision) runs it afresh.
+    /// The attempts are exhausted: the event goes to the dead letters (`first` time only),
+    /// then the compensation hook runs, with the flow's entries, in one transaction. If the
+    /// hook fails, the retry row records the exhaustion and only the hook is tried again
+    /// later. The event is not kept in the inbox: a replay of its dead letter (an operator's
+    /// decision) runs it afresh.
     async fn exhaust(
         &self,
         topic: &str,
@@ -488,11 +510,17 @@ impl Ctx {
         event: &EventCall,
         registered: &Registered,
         error: &str,
+        first: bool,
     ) -> Result<(), StoreError> {
         let reason = format!(
             "{} gave up on {} after {} attempts: {error}",
             self.service, event.name, event.attempt
         );
+        if first {
+            self.store
+                .put_dead_letter(topic, body, &reason, event.attempt, now_ms())
+                .await?;
+        }
         let mut tx = self.store.begin().await?;
         flow::record(
             tx.as_mut(),
@@ -522,11 +550,23 @@ impl Ctx {
             Some(error.to_string()),
             false,
         )
-        .await?;
-        self.store
-            .put_dead_letter(topic, body, &reason, event.attempt, now_ms())
-            .await
-            .map(|_| ())
+        .await
+    }
+
+    /// When this service's earliest retry is due, if it has any.
+    async fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.store.begin().await?;
+        let rows = tx
+            .query(
+                "SELECT MIN(next_at) FROM sagaflow_event_retries WHERE service = $1",
+                &[self.service.as_str().into()],
+            )
+            .await;
+        let _ = tx.rollback().await;
+        Ok(rows?
+            .first()
+            .and_then(|r| r.first())
+            .and_then(SqlValue::as_i64))
     }
 
     async fn handled_already(&self, message_id: &str) -> Result<bool, StoreError> {
@@ -615,7 +655,14 @@ impl Ctx {
                 Some(registered) => {
                     event.attempt = attempts;
                     match self
-                        .exhaust(&topic, body.as_bytes(), &event, registered, &last_error)
+                        .exhaust(
+                            &topic,
+                            body.as_bytes(),
+                            &event,
+                            registered,
+                            &last_error,
+                            false,
+                        )
                         .await
                     {
                         Ok(()) => Attempted::Done,
