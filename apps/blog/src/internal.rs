@@ -198,14 +198,16 @@ pub async fn deactivate_key(
     Ok(Json(json!({ "id": id, "active": false })))
 }
 
+fn no_post(id: impl std::fmt::Display) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "post_not_found",
+        format!("no post {id}"),
+    )
+}
+
 fn post_id(raw: &str) -> Result<i64, Problem> {
-    raw.parse().map_err(|_| {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            "post_not_found",
-            format!("no post {raw}"),
-        )
-    })
+    raw.parse().map_err(|_| no_post(raw))
 }
 
 /// `GET /api/internal/posts/{id}` (X-API-Key): the post with its status and preview.
@@ -221,13 +223,7 @@ pub async fn show(
     })
     .await
     .map_err(store_problem)?;
-    post.map(|p| Json(view(&p))).ok_or_else(|| {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            "post_not_found",
-            format!("no post {id}"),
-        )
-    })
+    post.map(|p| Json(view(&p))).ok_or_else(|| no_post(id))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -264,11 +260,7 @@ async fn apply(
             json!({ "id": p.id, "status": p.status, "preview_url": p.preview_url, "message": format!("already {done}") }),
         )),
         Transitioned::Invalid(why) => Err(bad_request("invalid_transition", why)),
-        Transitioned::NotFound => Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "post_not_found",
-            format!("no post {id}"),
-        )),
+        Transitioned::NotFound => Err(no_post(id)),
     }
 }
 

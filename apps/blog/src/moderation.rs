@@ -46,12 +46,6 @@ struct Moderate {
     seed: u64,
 }
 
-fn post_id(event: &EventCall) -> Result<i64, HandlerError> {
-    event.payload["post_id"]
-        .as_i64()
-        .ok_or_else(|| HandlerError("the event has no post_id".into()))
-}
-
 #[async_trait]
 impl EventHandler for Moderate {
     async fn handle(
@@ -60,7 +54,7 @@ impl EventHandler for Moderate {
         tx: &mut dyn ParticipantTx,
         out: &mut Emitter,
     ) -> Result<(), HandlerError> {
-        let id = post_id(event)?;
+        let id = posts::post_id_of(event)?;
         let Some(post) = posts::by_id(tx, id).await? else {
             return Ok(());
         };

@@ -90,6 +90,15 @@ pub async fn by_slug(tx: &mut dyn ParticipantTx, slug: &str) -> Result<Option<Po
     Ok(rows.first().map(|r| post_of(r)))
 }
 
+/// The post id an event of the publication flow carries.
+pub fn post_id_of(
+    event: &sagaflow_engine::EventCall,
+) -> Result<i64, sagaflow_engine::HandlerError> {
+    event.payload["post_id"]
+        .as_i64()
+        .ok_or_else(|| sagaflow_engine::HandlerError("the event has no post_id".into()))
+}
+
 /// The post an event of flow `flow_id` is about, if that flow is still the post's current
 /// one: an event from an earlier publication attempt (the post was reset to draft and
 /// submitted again since) must not move the new one.

@@ -58,9 +58,7 @@ impl EventHandler for Preview {
                 event.attempt
             )));
         }
-        let id = event.payload["post_id"]
-            .as_i64()
-            .ok_or_else(|| HandlerError("the event has no post_id".into()))?;
+        let id = posts::post_id_of(event)?;
         let Some(post) = posts::in_flow(tx, id, &event.correlation_id).await? else {
             return Ok(());
         };

@@ -22,9 +22,7 @@ impl EventHandler for Publish {
         tx: &mut dyn ParticipantTx,
         out: &mut Emitter,
     ) -> Result<(), HandlerError> {
-        let id = event.payload["post_id"]
-            .as_i64()
-            .ok_or_else(|| HandlerError("the event has no post_id".into()))?;
+        let id = posts::post_id_of(event)?;
         if posts::in_flow(tx, id, &event.correlation_id)
             .await?
             .is_none()

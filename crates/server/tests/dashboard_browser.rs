@@ -28,25 +28,7 @@ async fn post(http: &Client, url: String, token: Option<&str>, body: Value) -> V
 }
 
 async fn wait_status(http: &Client, base: &str, saga: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v: Value = http
-            .get(format!("{base}/api/v1/sagas/{saga}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["status"] == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "saga {saga} never became {want}: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    support::wait_saga(http, base, saga, |s| s == want).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,15 +52,10 @@ async fn json_of(req: reqwest::RequestBuilder, user: Option<&str>) -> Value {
 }
 
 async fn wait_saga_end(http: &Client, base: &str, saga: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let v = json_of(http.get(format!("{base}/api/v1/sagas/{saga}")), None).await;
-        if let Some(s @ ("completed" | "compensated" | "failed")) = v["status"].as_str() {
-            return s.to_string();
-        }
-        assert!(Instant::now() < deadline, "saga {saga} did not end: {v}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    support::wait_saga(http, base, saga, |s| {
+        matches!(s, "completed" | "compensated" | "failed")
+    })
+    .await
 }
 
 async fn counters(http: &Client, base: &str, user: &str) -> Value {

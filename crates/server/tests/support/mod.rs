@@ -107,3 +107,32 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
             .expect("spawn sagaflow"),
     )
 }
+
+/// Polls `GET /api/v1/sagas/{id}` until its status is one `done` accepts (deadline 60 s);
+/// returns that status.
+pub async fn wait_saga(
+    http: &reqwest::Client,
+    base: &str,
+    saga: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v: serde_json::Value = http
+            .get(format!("{base}/api/v1/sagas/{saga}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(status) = v["status"].as_str().filter(|s| done(s)) {
+            return status.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "saga {saga} never got there: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
