@@ -14,7 +14,9 @@ mod flows;
 mod health;
 mod metrics;
 mod openapi;
+mod participants;
 mod problem;
+mod replies;
 mod request_id;
 mod sagas;
 mod signals;
@@ -98,6 +100,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/api/v1/sagas/{id}/cancel", post(sagas::cancel))
         .route("/api/v1/sagas/{id}/resume", post(sagas::resume))
         .route("/api/v1/signals", post(signals::send))
+        .route("/api/v1/replies", post(replies::answer))
+        .route("/api/v1/participants", get(participants::list))
         .route(
             "/api/v1/definitions",
             get(definitions::list).post(definitions::register),

@@ -8,7 +8,10 @@ use utoipa::openapi::security::{
 use utoipa::openapi::{Content, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::{dead_letters, definitions, flows, health, metrics, problem, sagas, signals};
+use crate::{
+    dead_letters, definitions, flows, health, metrics, participants, problem, replies, sagas,
+    signals,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +28,8 @@ use crate::{dead_letters, definitions, flows, health, metrics, problem, sagas, s
         sagas::cancel,
         sagas::resume,
         signals::send,
+        replies::answer,
+        participants::list,
         definitions::list,
         definitions::versions,
         definitions::register,
@@ -42,6 +47,8 @@ use crate::{dead_letters, definitions, flows, health, metrics, problem, sagas, s
     tags(
         (name = "sagas", description = "Start sagas and follow, cancel or resume them"),
         (name = "signals", description = "Wake parked sagas"),
+        (name = "replies", description = "Participants' answers to commands, by idempotency key"),
+        (name = "participants", description = "Participant services bound to an HTTP URL"),
         (name = "definitions", description = "Saga definitions"),
         (name = "flows", description = "Choreographed flows as one timeline"),
         (name = "dead-letters", description = "Messages that could not be processed"),

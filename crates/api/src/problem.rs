@@ -107,6 +107,12 @@ impl From<EngineError> for Problem {
                 Problem::new(StatusCode::NOT_FOUND, "saga_not_found", detail)
             }
             EngineError::Refused(refusal) => refusal.into(),
+            EngineError::UnknownKey { .. } => {
+                Problem::new(StatusCode::NOT_FOUND, "unknown_key", detail)
+            }
+            EngineError::NotAwaited { .. } => {
+                Problem::new(StatusCode::CONFLICT, "not_awaited", detail)
+            }
             EngineError::Store(StoreError::Unavailable(_)) => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", detail)
             }

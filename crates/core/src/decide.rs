@@ -389,8 +389,14 @@ impl<'a> Decider<'a> {
                     });
                 }
             }
-            Outcome::Failed { error, retryable } => {
-                let retry_at = self.action_retry_at(step, *retryable);
+            Outcome::Failed {
+                error,
+                retryable,
+                retry_after_ms,
+            } => {
+                let retry_at = self
+                    .action_retry_at(step, *retryable)
+                    .map(|at| self.not_before(at, *retry_after_ms));
                 self.emit(Event::AttemptFailed {
                     step,
                     attempt,
@@ -446,6 +452,7 @@ impl<'a> Decider<'a> {
             Outcome::Failed {
                 error,
                 retryable: false,
+                ..
             } => {
                 // A compensation that can never succeed needs an operator now.
                 self.emit(Event::CompensationFailed {
@@ -460,13 +467,31 @@ impl<'a> Decider<'a> {
             Outcome::Rejected { reason } => format!("rejected: {reason}"),
             Outcome::Park { .. } => "a compensation cannot wait for a signal".to_string(),
         };
-        let retry_at = self.compensation_retry_at(step);
+        let retry_after_ms = match outcome {
+            Outcome::Failed { retry_after_ms, .. } => *retry_after_ms,
+            _ => None,
+        };
+        let retry_at = self
+            .compensation_retry_at(step)
+            .map(|at| self.not_before(at, retry_after_ms));
         self.emit(Event::CompensationFailed {
             step,
             attempt,
             error,
             retry_at,
         });
+    }
+
+    /// `at`, or later when the participant asked not to be called again that soon.
+    fn not_before(&self, at: Millis, retry_after_ms: Option<u64>) -> Millis {
+        match retry_after_ms {
+            Some(ms) => at.max(
+                self.ctx
+                    .now
+                    .saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)),
+            ),
+            None => at,
+        }
     }
 
     fn timer(&mut self, timer: &TimerKind) {

@@ -7,7 +7,8 @@ use crate::event::Phase;
 
 /// What a participant says about one attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
+// Readers ignore unknown fields (a newer participant must not break an older engine).
+#[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// Done; the output is merged into the saga context.
     Succeeded {
@@ -22,6 +23,10 @@ pub enum Outcome {
         /// Whether trying again might help.
         #[serde(default = "yes")]
         retryable: bool,
+        /// Do not try again sooner than this many milliseconds from now (an HTTP
+        /// participant's `Retry-After`); the retry policy's own delay applies when longer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     /// A business "no": compensate now, no retry.
     Rejected {
@@ -54,6 +59,16 @@ impl Outcome {
         Outcome::Failed {
             error: error.into(),
             retryable: true,
+            retry_after_ms: None,
+        }
+    }
+
+    /// A failure that trying again cannot fix.
+    pub fn fatal(error: impl Into<String>) -> Self {
+        Outcome::Failed {
+            error: error.into(),
+            retryable: false,
+            retry_after_ms: None,
         }
     }
 
@@ -73,8 +88,8 @@ impl Outcome {
     }
 }
 
-/// A participant's reply to one attempt. (No `deny_unknown_fields` here: serde cannot combine
-/// it with the flattened outcome; the outcome itself refuses unknown fields.)
+/// A participant's reply to one attempt. Unknown fields are ignored, as everywhere on the
+/// wire (see docs/protocol.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
     /// Step index in the definition.

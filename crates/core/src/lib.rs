@@ -25,7 +25,10 @@ pub use event::{EndStatus, Event, JournalEntry, Phase};
 pub use guard::{Condition, Guard, GuardOtherwise};
 pub use history::{history, AttemptRecord, AttemptStatus};
 pub use input::{Input, Outcome, Reply, TimerKind};
-pub use message::{command_topic, CommandPayload, Envelope, MessageKind, REPLY_TOPIC};
+pub use message::{
+    cloud_event_attributes, command_topic, CloudEventAttributes, CommandPayload, Envelope,
+    MessageKind, CLOUD_EVENT_SOURCE, PROTOCOL_VERSION, REPLY_TOPIC,
+};
 pub use retry::RetryPolicy;
 pub use state::{
     evolve, fold, Failure, InFlight, SagaId, SagaState, Status, StepRecord, StepState,
@@ -36,5 +39,6 @@ pub use store::{
     TimerRow,
 };
 pub use transport::{
-    Acker, DeadLetterSink, DeadLetters, Delivery, Subscription, Transport, TransportError,
+    Acker, CircuitState, DeadLetterSink, DeadLetters, Delivery, EndpointHealth, Subscription,
+    Transport, TransportError,
 };

@@ -112,4 +112,55 @@ pub trait Transport: Send + Sync + 'static {
     async fn ready(&self) -> Result<(), TransportError> {
         Ok(())
     }
+    /// The participant endpoints this transport calls itself (services bound to an HTTP URL),
+    /// with their health; none for a broker, whose consumers come to it.
+    fn endpoints(&self) -> Vec<EndpointHealth> {
+        Vec::new()
+    }
+}
+
+/// Whether calls to an endpoint are let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    /// Calls go through.
+    Closed,
+    /// The endpoint kept failing: no calls until the cool-down ends.
+    Open,
+    /// The cool-down ended: one probe call decides between closed and open.
+    HalfOpen,
+}
+
+impl CircuitState {
+    /// Its name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// One participant endpoint a transport calls, as operators see it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EndpointHealth {
+    /// The service name (commands `service.*`).
+    pub service: String,
+    /// Its base URL.
+    pub url: String,
+    /// The circuit breaker's state.
+    pub circuit: CircuitState,
+    /// Calls under way now.
+    pub in_flight: usize,
+    /// Calls allowed at once.
+    pub max_in_flight: usize,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    /// Calls made since start.
+    pub calls: u64,
+    /// Of those, failures (a refused connection, a timeout, 429, 5xx, an unreadable answer).
+    pub failures: u64,
+    /// The newest failure's reason.
+    pub last_error: Option<String>,
 }

@@ -655,10 +655,7 @@ fn action_outcome(a: u8, b: u8) -> Outcome {
     match a % 16 {
         0..=8 => Outcome::ok(json!({ format!("flag{}", b as usize % FLAGS): matches!(b % 2, 0) })),
         9..=11 => Outcome::failed("busy"),
-        12 => Outcome::Failed {
-            error: "broken".into(),
-            retryable: false,
-        },
+        12 => Outcome::fatal("broken"),
         13 => Outcome::rejected("no"),
         _ => Outcome::Park {
             until: (matches!(b % 2, 0)).then(|| "go".to_string()),
@@ -671,10 +668,7 @@ fn compensation_outcome(a: u8, b: u8) -> Outcome {
     match a % 8 {
         0..=3 => Outcome::ok(json!(null)),
         4 | 5 => Outcome::failed("busy"),
-        6 if matches!(b % 4, 0) => Outcome::Failed {
-            error: "broken".into(),
-            retryable: false,
-        },
+        6 if matches!(b % 4, 0) => Outcome::fatal("broken"),
         6 => Outcome::rejected("no"),
         _ => Outcome::park("go"),
     }

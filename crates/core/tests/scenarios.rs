@@ -360,10 +360,7 @@ fn retryable_failures_retry_with_backoff_then_compensate_when_exhausted() {
 fn a_non_retryable_failure_compensates_at_once() {
     let mut run = Run::start(order(), json!({}));
     run.ok();
-    let events = run.answer(Outcome::Failed {
-        error: "account closed".into(),
-        retryable: false,
-    });
+    let events = run.answer(Outcome::fatal("account closed"));
     assert_eq!(names(&events), ["attempt_failed", "attempt_dispatched"]);
     assert_eq!(run.in_flight(), (0, 1, Phase::Compensation));
 }

@@ -510,6 +510,7 @@ impl Applier {
                     context: s.context.clone(),
                 };
                 let envelope = Envelope {
+                    protocol: sagaflow_core::PROTOCOL_VERSION,
                     message_id: d.key.clone(),
                     kind: MessageKind::Command,
                     subject: d.command.subject(),

@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sagaflow_core::{
-    Clock, DeadLetter, Definition, Input, JournalEntry, Millis, SagaFilter, SagaId, SagaState,
-    StartMeta, Status, Store, Transport,
+    Clock, DeadLetter, Definition, Input, JournalEntry, Millis, Outcome, Phase, Reply, SagaFilter,
+    SagaId, SagaState, StartMeta, Status, Store, Transport,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -552,6 +552,87 @@ impl Engine {
                 Ok(woken)
             }
         }
+    }
+
+    /// A participant's answer to one command, by the command's idempotency key
+    /// (`saga:step:attempt:phase`): what `POST /api/v1/replies` does for a participant that
+    /// answered 202 or prefers to answer over HTTP. A key that names no command sent is
+    /// [`EngineError::UnknownKey`]; one whose attempt was already answered, timed out or
+    /// superseded is [`EngineError::NotAwaited`], and changes nothing.
+    pub async fn answer(&self, key: &str, outcome: Outcome) -> Result<SagaState, EngineError> {
+        let unknown = |reason: &str| EngineError::UnknownKey {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        };
+        let mut parts = key.rsplitn(4, ':');
+        let (Some(phase), Some(attempt), Some(step_name), Some(saga_id)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(unknown("a command key is saga_id:step:attempt:phase"));
+        };
+        let phase = match phase {
+            "action" => Phase::Action,
+            "compensation" => Phase::Compensation,
+            _ => return Err(unknown("its phase is neither action nor compensation")),
+        };
+        let attempt: u32 = attempt
+            .parse()
+            .ok()
+            .filter(|a| *a > 0)
+            .ok_or_else(|| unknown("its attempt is not a number from 1"))?;
+        let saga_id = SagaId(saga_id.to_string());
+        let state = self
+            .saga(&saga_id)
+            .await?
+            .ok_or_else(|| unknown("no saga has this id"))?;
+        let def = self
+            .shared
+            .registry
+            .get(&state.definition, Some(state.version))?;
+        let step = def
+            .steps
+            .iter()
+            .position(|s| s.name == step_name)
+            .ok_or_else(|| unknown("the saga's definition has no step of this name"))?;
+        let sent = match phase {
+            Phase::Action => state.steps[step].attempts,
+            Phase::Compensation => state.steps[step].compensation_attempts,
+        };
+        if attempt > sent {
+            return Err(unknown("this attempt was never sent"));
+        }
+        let awaited = state
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.step == step && f.attempt == attempt && f.phase == phase);
+        if !awaited {
+            let reason = if state.status.is_end() {
+                format!("the saga already ended as {}", state.status)
+            } else if attempt < sent {
+                format!("superseded by attempt {sent}")
+            } else {
+                "the attempt was already answered or timed out".to_string()
+            };
+            return Err(EngineError::NotAwaited {
+                key: key.to_string(),
+                reason,
+            });
+        }
+        self.apply(
+            &saga_id,
+            Input::Reply(Reply {
+                step,
+                attempt,
+                phase,
+                outcome,
+            }),
+        )
+        .await
+    }
+
+    /// The transport this engine sends through.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.shared.transport
     }
 
     /// A saga's current state.

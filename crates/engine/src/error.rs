@@ -31,6 +31,22 @@ pub enum EngineError {
     /// No saga with this id.
     #[error("saga {0} not found")]
     NotFound(SagaId),
+    /// An answer's idempotency key names no command sagaflow sent.
+    #[error("unknown command key {key:?}: {reason}")]
+    UnknownKey {
+        /// The key.
+        key: String,
+        /// Why it names nothing.
+        reason: String,
+    },
+    /// An answer for a command whose attempt no longer waits for one.
+    #[error("command {key:?} is not awaiting an answer: {reason}")]
+    NotAwaited {
+        /// The key.
+        key: String,
+        /// What happened to the attempt instead.
+        reason: String,
+    },
     /// The saga refused the request.
     #[error(transparent)]
     Refused(#[from] Refusal),

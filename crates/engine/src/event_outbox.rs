@@ -61,6 +61,7 @@ pub async fn emit(
     event: &NewEvent,
 ) -> Result<(), StoreError> {
     let envelope = Envelope {
+        protocol: sagaflow_core::PROTOCOL_VERSION,
         message_id: event.message_id.clone(),
         kind: MessageKind::Event,
         subject: event_topic(&event.name),

@@ -339,13 +339,10 @@ impl Ctx {
             None => Some(Answer::new(reply_envelope(
                 env,
                 payload,
-                Outcome::Failed {
-                    error: format!(
-                        "service {} has no handler for command {}",
-                        self.service, payload.command
-                    ),
-                    retryable: false,
-                },
+                Outcome::fatal(format!(
+                    "service {} has no handler for command {}",
+                    self.service, payload.command
+                )),
             ))),
             Some(Handler::Plain(f)) => {
                 let outcome = tokio::spawn(f(call).instrument(tracing::Span::current()))
@@ -501,6 +498,7 @@ fn reply_envelope(command: &Envelope, payload: &CommandPayload, outcome: Outcome
         outcome,
     };
     Envelope {
+        protocol: sagaflow_core::PROTOCOL_VERSION,
         message_id: format!("{}:reply", payload.key),
         kind: MessageKind::Reply,
         subject: REPLY_TOPIC.to_string(),

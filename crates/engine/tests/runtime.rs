@@ -368,6 +368,7 @@ async fn malformed_replies_go_to_the_dead_letters_with_the_reason() {
         .await
         .unwrap();
     let unknown = Envelope {
+        protocol: sagaflow_core::PROTOCOL_VERSION,
         message_id: "m1".into(),
         kind: sagaflow_core::MessageKind::Reply,
         subject: REPLY_TOPIC.into(),

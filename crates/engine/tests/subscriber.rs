@@ -336,6 +336,7 @@ async fn an_exhausted_event_is_dead_lettered_and_compensated_and_a_redelivery_is
         .await
         .unwrap();
     let envelope = sagaflow_core::Envelope {
+        protocol: sagaflow_core::PROTOCOL_VERSION,
         message_id: "event-1".into(),
         kind: sagaflow_core::MessageKind::Event,
         subject: event_topic("t.again"),

@@ -26,7 +26,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub body_limit: Option<String>,
     /// A TOML file with any of: listen, database_url, body_limit, insecure, read_open,
-    /// role, transport, redis_url, [[api_keys]] [env: SAGAFLOW_CONFIG].
+    /// role, transport, redis_url, definitions, [services.NAME], [[api_keys]] [env: SAGAFLOW_CONFIG].
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Allow listening on a non-loopback address although no API keys are configured
@@ -53,6 +53,17 @@ pub struct ServeArgs {
     /// counters [env: SAGAFLOW_REDIS_URL] [toml: redis_url].
     #[arg(long)]
     pub redis_url: Option<String>,
+    /// Bind a participant service to a base URL, `NAME=URL` (repeatable): its commands
+    /// `NAME.cmd` are POSTed to `URL/cmd` instead of going through the transport
+    /// [env: SAGAFLOW_SERVICES=NAME=URL,NAME=URL] [toml: [services.NAME] url, timeout_ms,
+    /// max_in_flight].
+    #[arg(long = "service", value_name = "NAME=URL")]
+    pub services: Vec<String>,
+    /// A directory whose `*.json`, `*.yaml` and `*.yml` saga definitions are registered at
+    /// start; a bad file stops the start, naming the file, the step and the reason
+    /// [env: SAGAFLOW_DEFINITIONS] [toml: definitions].
+    #[arg(long)]
+    pub definitions: Option<PathBuf>,
 }
 
 /// What a `serve` process does.
@@ -123,6 +134,10 @@ pub struct ServeConfig {
     pub transport: String,
     /// Redis for the social app's counter cache.
     pub redis_url: Option<String>,
+    /// Participant services bound to HTTP URLs, by name.
+    pub services: Vec<sagaflow_http::HttpService>,
+    /// Where definition files are read from at start.
+    pub definitions: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,7 +151,18 @@ struct FileConfig {
     role: Option<String>,
     transport: Option<String>,
     redis_url: Option<String>,
+    definitions: Option<String>,
+    services: Option<std::collections::BTreeMap<String, FileService>>,
     api_keys: Option<Vec<FileKey>>,
+}
+
+/// One `[services.NAME]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileService {
+    url: String,
+    timeout_ms: Option<u64>,
+    max_in_flight: Option<usize>,
 }
 
 /// One `[[api_keys]]` table.
@@ -169,7 +195,7 @@ pub fn resolve(
         .clone()
         .map(|p| (p, "--config".to_string()))
         .or_else(|| env("SAGAFLOW_CONFIG").map(|p| (PathBuf::from(p), "SAGAFLOW_CONFIG".into())));
-    let (file, file_name) = match &file_path {
+    let (mut file, file_name) = match &file_path {
         Some((path, from)) => (
             read_file(path).with_context(|| format!("{from} {}", path.display()))?,
             path.display().to_string(),
@@ -317,6 +343,27 @@ pub fn resolve(
         }
     })
     .transpose()?;
+    let definitions = pick(
+        args.definitions.as_ref().map(|p| p.display().to_string()),
+        "--definitions",
+        "SAGAFLOW_DEFINITIONS",
+        file.definitions.clone(),
+        "definitions",
+    )
+    .map(|s| {
+        let path = PathBuf::from(&s.value);
+        if path.is_dir() {
+            Ok(path)
+        } else {
+            Err(anyhow::anyhow!(
+                "{} = {:?} is not a directory of definition files",
+                s.source,
+                s.value
+            ))
+        }
+    })
+    .transpose()?;
+    let services = services(args, file.services.take(), &file_name, env)?;
     let insecure = switch(args.insecure, "SAGAFLOW_INSECURE", file.insecure, env)?;
     let read_open = switch(args.read_open, "SAGAFLOW_READ_OPEN", file.read_open, env)?;
 
@@ -370,7 +417,57 @@ pub fn resolve(
         role,
         transport,
         redis_url,
+        services,
+        definitions,
     })
+}
+
+/// The HTTP bindings: the file's `[services.NAME]` tables, then `SAGAFLOW_SERVICES`, then
+/// `--service` flags; a later source rebinds a name's URL (keeping the file's timeout and
+/// concurrency for it).
+fn services(
+    args: &ServeArgs,
+    from_file: Option<std::collections::BTreeMap<String, FileService>>,
+    file_name: &str,
+    env: Env,
+) -> anyhow::Result<Vec<sagaflow_http::HttpService>> {
+    use sagaflow_http::HttpService;
+    let mut bound: Vec<HttpService> = Vec::new();
+    for (name, s) in from_file.unwrap_or_default() {
+        let source = format!("{file_name}: services.{name}");
+        let mut service =
+            HttpService::new(&name, &s.url).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        if let Some(ms) = s.timeout_ms {
+            service = service
+                .timeout_ms(ms)
+                .map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        }
+        if let Some(n) = s.max_in_flight {
+            service = service
+                .max_in_flight(n)
+                .map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        }
+        bound.push(service);
+    }
+    let mut rebind = |binding: &str, source: String| -> anyhow::Result<()> {
+        let service = HttpService::parse(binding).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        match bound.iter_mut().find(|s| s.name == service.name) {
+            Some(existing) => existing.url = service.url,
+            None => bound.push(service),
+        }
+        Ok(())
+    };
+    if let Some(list) = env("SAGAFLOW_SERVICES") {
+        for (i, entry) in list.split(',').map(str::trim).enumerate() {
+            if !entry.is_empty() {
+                rebind(entry, format!("SAGAFLOW_SERVICES entry {}", i + 1))?;
+            }
+        }
+    }
+    for binding in &args.services {
+        rebind(binding, "--service".to_string())?;
+    }
+    Ok(bound)
 }
 
 /// An on/off setting: the flag, else the environment variable, else the file, else off.

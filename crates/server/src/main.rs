@@ -46,6 +46,9 @@ enum Command {
     },
     /// Run built-in participant services over a broker, as a process of their own.
     Participant(sagaflow::participant_cmd::ParticipantArgs),
+    /// Check saga definition files.
+    #[command(subcommand)]
+    Definitions(sagaflow::definition_files::DefinitionsCommand),
     /// Make API keys for `serve`.
     #[command(subcommand)]
     Key(sagaflow::key_cmd::KeyCommand),
@@ -87,6 +90,7 @@ async fn main() -> std::process::ExitCode {
         Command::Saga { client, command } => saga_cmd::run(&client, command).await,
         Command::Signal { client, args } => saga_cmd::signal(&client, args).await,
         Command::Key(cmd) => sagaflow::key_cmd::run(cmd),
+        Command::Definitions(cmd) => sagaflow::definition_files::run(cmd),
         Command::Drill(args) => drill::run(args, &embedded()).await,
         Command::Participant(args) => sagaflow::participant_cmd::run(args, &embedded()).await,
     };

@@ -32,7 +32,21 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         })?;
     let addr = listener.local_addr()?;
     let store = crate::store_url::open(&config.database_url).await?;
+    // Definition files are read before anything starts, so a bad one stops the start.
+    let file_definitions = match &config.definitions {
+        Some(dir) => crate::definition_files::load_dir(dir)?,
+        None => Vec::new(),
+    };
     let transport = crate::transport_url::open(&config.transport, store.clone()).await?;
+    // Services bound to a URL are called from the outbox; the rest go through the transport.
+    let transport: std::sync::Arc<dyn sagaflow_core::Transport> = if config.services.is_empty() {
+        transport
+    } else {
+        std::sync::Arc::new(
+            sagaflow_http::HttpParticipants::new(transport, config.services.clone())
+                .map_err(anyhow::Error::msg)?,
+        )
+    };
     let env = |k: &str| std::env::var(k).ok();
     let shop_config = sagaflow_shop::ShopConfig::from_env(&env).map_err(anyhow::Error::msg)?;
     // An engine-only process serves no shop endpoints and runs no shop services.
@@ -98,7 +112,18 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     {
         builder = builder.register(def);
     }
-    let engine = builder.start().await?;
+    for (_, def) in &file_definitions {
+        builder = builder.register(def.clone());
+    }
+    let engine = builder
+        .start()
+        .await
+        .map_err(|e| match &config.definitions {
+            Some(dir) if !file_definitions.is_empty() => {
+                anyhow::anyhow!("{e} (definitions from {})", dir.display())
+            }
+            _ => anyhow::Error::new(e),
+        })?;
     let apps = sagaflow_shop::router(sagaflow_shop::ShopState {
         engine: engine.clone(),
         store: store.clone(),
@@ -147,6 +172,17 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         println!("  API:      {base}/api/v1");
         println!("  OpenAPI:  {base}/api/v1/openapi.json");
         println!("  docs:     {base}/api/docs");
+    }
+    for (path, def) in &file_definitions {
+        println!(
+            "  definition {} v{} from {}",
+            def.name,
+            def.version,
+            path.display()
+        );
+    }
+    for service in &config.services {
+        println!("  service {} over HTTP at {}", service.name, service.url);
     }
     println!("  metrics:  {base}/metrics");
     println!("  health:   {base}/healthz");

@@ -534,6 +534,7 @@ async fn distributed_the_flow_crosses_processes_and_a_redelivered_event_pushes_n
         .find(|e| e["event"] == "blog.post_published" && e["outcome"] == "emitted")
         .unwrap();
     let envelope = sagaflow_core::Envelope {
+        protocol: sagaflow_core::PROTOCOL_VERSION,
         message_id: published["message_id"].as_str().unwrap().to_string(),
         kind: sagaflow_core::MessageKind::Event,
         subject: "sagaflow.events.blog.post_published".into(),

@@ -78,6 +78,7 @@ async fn ended(store: &Arc<dyn Store>, started: usize) -> usize {
 
 fn poison_envelope(command: &str) -> Vec<u8> {
     Envelope {
+        protocol: sagaflow_core::PROTOCOL_VERSION,
         message_id: format!("poison-{command}"),
         kind: MessageKind::Command,
         subject: "drill.explode".into(),

@@ -148,6 +148,7 @@ fn build(
             saga_id: after.saga_id.clone(),
             topic: command_topic(&d.command.service),
             body: Envelope {
+                protocol: sagaflow_core::PROTOCOL_VERSION,
                 message_id: d.key.clone(),
                 kind: MessageKind::Command,
                 subject: d.command.subject(),
