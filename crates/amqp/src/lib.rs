@@ -2,7 +2,9 @@
 //!
 //! - Every topic is published to one durable topic exchange (`sagaflow` by default) with the
 //!   topic as routing key, as a persistent message (`delivery_mode` 2) whose `message_id` is
-//!   the message id. The publishing channel is in confirm mode: `publish` returns `Ok` only
+//!   the message id, `content_type` `application/json`, and the envelope's CloudEvents
+//!   attributes (`ce-id`, `ce-type`, …), `traceparent` and `x-request-id` as headers
+//!   (docs/protocol.md). The publishing channel is in confirm mode: `publish` returns `Ok` only
 //!   once the broker has confirmed the message, and the message is `mandatory`, so one that no
 //!   queue takes (no group has subscribed to its topic yet) is an error the caller retries
 //!   rather than a silent loss.
@@ -453,6 +455,22 @@ fn dedupe_key(queue: &str, message_id: &str) -> String {
     format!("{queue}\n{message_id}")
 }
 
+/// The CloudEvents headers of an envelope body (none for a body that is not one), spelt as
+/// on HTTP and NATS (`ce-id`, `ce-type`, …, `traceparent`, `x-request-id`), so a consumer in
+/// any language can route and trace a message without parsing it.
+fn cloud_event_headers(body: &[u8]) -> FieldTable {
+    let mut headers = FieldTable::default();
+    if let Some(attributes) = sagaflow_core::cloud_event_attributes(body) {
+        for (name, value) in attributes.headers() {
+            if name == "content-type" {
+                continue; // a property of its own in AMQP
+            }
+            headers.insert(name.into(), AMQPValue::LongString(value.into()));
+        }
+    }
+    headers
+}
+
 /// How many times a message was rejected from `queue`: the `count` of its `rejected`
 /// entries for that queue in the `x-death` header RabbitMQ keeps when it dead-letters.
 fn rejections(headers: Option<&FieldTable>, queue: &str) -> u32 {
@@ -559,6 +577,8 @@ impl Transport for AmqpTransport {
             let channel = self.shared.publisher().await?;
             let properties = BasicProperties::default()
                 .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_headers(cloud_event_headers(&body))
                 .with_message_id(message_id);
             let options = BasicPublishOptions {
                 mandatory: true,

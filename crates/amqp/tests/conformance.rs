@@ -153,3 +153,70 @@ async fn publish_fails_fast_while_the_broker_is_away() {
     assert_eq!(waiting.await.expect("the waiting consumer"), "back");
     bus.ready().await.expect("ready once the broker is back");
 }
+
+/// A published envelope carries its CloudEvents attributes, trace and request id as AMQP
+/// headers (and `content-type` as the property), so a consumer in any language can route
+/// and trace it without parsing the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_carry_cloud_event_headers() {
+    let amqp = Amqp::shared();
+    let transport = amqp
+        .connect(transport_conformance::RecordingSink::new())
+        .await;
+    let topic = transport_conformance::unique_topic("headers");
+    // Declares the group's queue, so the mandatory publish has somewhere to go; the
+    // message is then read from the queue by a plain AMQP client.
+    drop(transport.subscribe(&topic, "headers").await.unwrap());
+    let envelope = transport_conformance::traced_command("billing.charge");
+    transport
+        .publish(&topic, &envelope.message_id, envelope.to_bytes())
+        .await
+        .unwrap();
+
+    let connection = lapin::Connection::connect(&amqp.url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let queue = format!("{}:headers:{topic}", AmqpConfig::new(&amqp.url).exchange);
+    // The dropped subscription's channel may still hold the message until the broker
+    // requeues it: ask until it is there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let message = loop {
+        let got = channel
+            .basic_get(
+                queue.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap();
+        match got {
+            Some(message) => break message,
+            None if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            None => panic!("nothing in {queue}"),
+        }
+    };
+    let properties = &message.delivery.properties;
+    assert_eq!(
+        properties.content_type().as_ref().map(|c| c.as_str()),
+        Some("application/json")
+    );
+    let headers: Vec<(String, String)> = properties
+        .headers()
+        .as_ref()
+        .map(|table| {
+            table
+                .inner()
+                .iter()
+                .filter_map(|(name, value)| match value {
+                    lapin::types::AMQPValue::LongString(v) => {
+                        Some((name.to_string(), v.to_string()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    transport_conformance::assert_cloud_event_headers(&envelope, &headers);
+}

@@ -356,6 +356,46 @@ fn retryable_failures_retry_with_backoff_then_compensate_when_exhausted() {
     );
 }
 
+/// A participant's `Retry-After` pushes the retry later than the backoff would, never
+/// earlier, for an action and for a compensation alike.
+#[test]
+fn a_retry_waits_at_least_as_long_as_the_participant_asked() {
+    let busy = |ms: u64| Outcome::Failed {
+        error: "billing is busy".to_string(),
+        retryable: true,
+        retry_after_ms: Some(ms),
+    };
+    let retry_in = |events: &[Event], now: Millis| match events {
+        [Event::AttemptFailed {
+            retry_at: Some(at), ..
+        }]
+        | [Event::CompensationFailed {
+            retry_at: Some(at), ..
+        }] => *at - now,
+        _ => panic!("expected a scheduled retry, got {events:?}"),
+    };
+    let mut run = Run::start(order(), json!({}));
+    run.ok();
+    // The backoff says 100 ms; the participant asked for 5 s.
+    let now = run.now;
+    let events = run.answer(busy(5_000));
+    assert_eq!(retry_in(&events, now), 5_000);
+    assert_eq!(run.timers[&TimerSlot::Step].0, now + 5_000);
+    assert_eq!(names(&run.fire(TimerSlot::Step)), ["attempt_dispatched"]);
+    // The backoff says 200 ms; the participant asked for less: the backoff holds.
+    let now = run.now;
+    let events = run.answer(busy(20));
+    assert_eq!(retry_in(&events, now), 200);
+    assert_eq!(names(&run.fire(TimerSlot::Step)), ["attempt_dispatched"]);
+    // Exhausted: compensation of reserve, whose participant is busy too.
+    run.answer(Outcome::failed("billing is busy"));
+    assert_eq!(run.in_flight(), (0, 1, Phase::Compensation));
+    let now = run.now;
+    let events = run.answer(busy(60_000));
+    assert_eq!(retry_in(&events, now), 60_000);
+    assert_eq!(run.timers[&TimerSlot::Step].0, now + 60_000);
+}
+
 #[test]
 fn a_non_retryable_failure_compensates_at_once() {
     let mut run = Run::start(order(), json!({}));

@@ -154,10 +154,13 @@ impl HttpParticipants {
     }
 
     /// Makes the call for one command and publishes its reply; the key is released at the end.
-    async fn deliver(self, endpoint: Arc<Endpoint>, message_id: String, envelope: Envelope) {
-        let Ok(payload) = serde_json::from_value::<CommandPayload>(envelope.payload.clone()) else {
-            return;
-        };
+    async fn deliver(
+        self,
+        endpoint: Arc<Endpoint>,
+        message_id: String,
+        envelope: Envelope,
+        payload: CommandPayload,
+    ) {
         let key = payload.key.clone();
         let verdict = {
             let Ok(_permit) = endpoint.permits.acquire().await else {
@@ -342,23 +345,21 @@ impl Transport for HttpParticipants {
             )));
         }
         let envelope = Envelope::from_bytes(&body).map_err(TransportError::Invalid)?;
-        let key = envelope
-            .payload
-            .get("key")
-            .and_then(|k| k.as_str())
-            .ok_or_else(|| TransportError::Invalid("a command without a key".to_string()))?
-            .to_string();
         if envelope.kind != MessageKind::Command {
             return Err(TransportError::Invalid(format!(
                 "only commands go to {}",
                 endpoint.service.name
             )));
         }
-        if endpoint.claim(&key) {
-            tokio::spawn(
-                self.clone()
-                    .deliver(endpoint.clone(), message_id.to_string(), envelope),
-            );
+        let payload = serde_json::from_value::<CommandPayload>(envelope.payload.clone())
+            .map_err(|e| TransportError::Invalid(format!("not a command payload: {e}")))?;
+        if endpoint.claim(&payload.key) {
+            tokio::spawn(self.clone().deliver(
+                endpoint.clone(),
+                message_id.to_string(),
+                envelope,
+                payload,
+            ));
         }
         Ok(())
     }

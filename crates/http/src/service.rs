@@ -55,8 +55,9 @@ impl HttpService {
             ));
         }
         if host.contains('@') {
+            // The URL itself is not repeated: it holds a secret.
             return Err(format!(
-                "{url:?}: credentials in the URL would be logged; the protocol has no place for them"
+                "the URL of service {name:?} holds credentials (user:password@), which would be logged; the protocol has no place for them"
             ));
         }
         Ok(HttpService {
@@ -119,6 +120,7 @@ mod tests {
         ] {
             let e = HttpService::parse(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("u:p"), "a secret repeated: {e}");
         }
         assert!(s.clone().timeout_ms(0).is_err());
         assert!(s.max_in_flight(0).is_err());

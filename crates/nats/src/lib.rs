@@ -8,7 +8,9 @@
 //!   missing. A message not acked within `ack_wait` (its consumer died) is delivered again; a
 //!   nack asks for it again after `retry_delay`.
 //! - `publish` waits for the stream's acknowledgement and sets `Nats-Msg-Id`, so the same
-//!   message id published twice within the `duplicate_window` is stored once.
+//!   message id published twice within the `duplicate_window` is stored once. An envelope's
+//!   CloudEvents attributes (`ce-id`, `ce-type`, …), `traceparent` and `x-request-id` go
+//!   along as headers (docs/protocol.md).
 //! - A message delivered `max_deliver` times without an ack goes to the dead-letter sink
 //!   with the reason, on its next delivery, and is terminated. The consumer's own
 //!   `max_deliver` is set a little higher, as a backstop that leaves the message in the
@@ -176,6 +178,18 @@ impl NatsTransport {
     }
 }
 
+/// The CloudEvents binary-mode headers of an envelope body (none for a body that is not
+/// one), so a consumer in any language can route and trace a message without parsing it.
+fn cloud_event_headers(body: &[u8]) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(attributes) = sagaflow_core::cloud_event_attributes(body) {
+        for (name, value) in attributes.headers() {
+            headers.insert(name, value.as_str());
+        }
+    }
+    headers
+}
+
 /// A durable name for a group on a topic: only letters, digits, `-` and `_`.
 fn consumer_name(topic: &str, group: &str) -> String {
     format!("{group}__{topic}")
@@ -199,6 +213,7 @@ impl Transport for NatsTransport {
         body: Vec<u8>,
     ) -> Result<(), TransportError> {
         let message = jetstream::message::PublishMessage::build()
+            .headers(cloud_event_headers(&body))
             .payload(body.into())
             .message_id(message_id);
         let ack = self

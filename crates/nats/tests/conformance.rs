@@ -78,3 +78,38 @@ async fn broker_restart_loses_nothing() {
     };
     transport_conformance::broker_restart_loses_nothing(&under_test).await;
 }
+
+/// A published envelope carries its CloudEvents attributes, trace and request id as NATS
+/// headers, so a consumer in any language can route and trace it without parsing the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_carry_cloud_event_headers() {
+    let nats = Nats::shared();
+    let transport = nats
+        .connect(transport_conformance::RecordingSink::new())
+        .await;
+    let topic = transport_conformance::unique_topic("headers");
+    let envelope = transport_conformance::traced_command("billing.charge");
+    transport
+        .publish(&topic, &envelope.message_id, envelope.to_bytes())
+        .await
+        .unwrap();
+
+    let client = async_nats::connect(nats.url.as_str()).await.unwrap();
+    let stored = async_nats::jetstream::new(client)
+        .get_stream(NatsConfig::new(&nats.url).stream)
+        .await
+        .unwrap()
+        .get_last_raw_message_by_subject(&topic)
+        .await
+        .unwrap();
+    let headers: Vec<(String, String)> = stored
+        .headers
+        .iter()
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |v| (name.to_string(), v.to_string()))
+        })
+        .collect();
+    transport_conformance::assert_cloud_event_headers(&envelope, &headers);
+}

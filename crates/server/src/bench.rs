@@ -1,5 +1,8 @@
 //! `sagaflow bench`: N sagas of K in-process no-op steps, a fraction of which is rejected at
 //! the last step and compensates; reports throughput and start-to-end latency as one JSON line.
+//! The participant is the Rust SDK on the bench's transport (`--participants sdk`), or an
+//! HTTP endpoint on loopback that sagaflow calls (`--participants http`), as a service in
+//! another language would be.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +41,50 @@ pub struct BenchArgs {
     /// gets a namespace of its own unless the URL names one).
     #[arg(long, default_value = "memory")]
     pub transport: String,
+    /// The participant: `sdk` (the Rust participant on the transport) or `http` (an HTTP
+    /// endpoint on loopback, called as `--service bench=URL` would be).
+    #[arg(long, default_value = "sdk")]
+    pub participants: String,
+}
+
+/// How the bench's participant answers: rejects the last step of a saga whose input says
+/// `fail`, accepts everything else.
+fn bench_outcome(context: &serde_json::Value, step_name: &str, last: usize) -> Outcome {
+    let fail = context["fail"].as_bool().unwrap_or(false);
+    if fail && step_name == format!("s{last}") {
+        Outcome::rejected("bench failure")
+    } else {
+        Outcome::ok(serde_json::Value::Null)
+    }
+}
+
+/// The bench's participant as an HTTP endpoint on a loopback port: `POST /step` answers 200
+/// (empty body) or 422, `POST /undo` 200. Returns its base URL; it serves until the runtime ends.
+async fn http_participant(last: usize) -> anyhow::Result<String> {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let answer = move |axum::Json(command): axum::Json<sagaflow_core::CommandPayload>| async move {
+        match bench_outcome(&command.context, &command.step_name, last) {
+            Outcome::Rejected { reason } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                [("content-type", "application/problem+json")],
+                json!({ "title": "rejected", "detail": reason }).to_string(),
+            )
+                .into_response(),
+            _ => StatusCode::OK.into_response(),
+        }
+    };
+    let router = axum::Router::new()
+        .route("/step", axum::routing::post(answer))
+        .route("/undo", axum::routing::post(|| async { StatusCode::OK }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            eprintln!("bench participant stopped: {e}");
+        }
+    });
+    Ok(url)
 }
 
 fn definition(steps: usize) -> anyhow::Result<Definition> {
@@ -80,19 +127,31 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
         };
     let bus = crate::transport_url::open_with(&transport_url, store.clone(), true).await?;
     let last = args.steps - 1;
-    let participant = Participant::new("bench")
-        .concurrency(args.concurrency.max(64))
-        .on("step", move |call| async move {
-            let fail = call.context["fail"].as_bool().unwrap_or(false);
-            if fail && call.step == format!("s{last}") {
-                Outcome::rejected("bench failure")
-            } else {
-                Outcome::ok(serde_json::Value::Null)
-            }
-        })
-        .on("undo", |_| async { Outcome::ok(serde_json::Value::Null) });
-    let handle = participant.start(store.clone(), bus.clone()).await?;
-    let engine = Engine::builder(store.clone(), bus.clone())
+    let (handle, transport) = match args.participants.as_str() {
+        "sdk" => {
+            let participant = Participant::new("bench")
+                .concurrency(args.concurrency.max(64))
+                .on("step", move |call| async move {
+                    bench_outcome(&call.context, &call.step, last)
+                })
+                .on("undo", |_| async { Outcome::ok(serde_json::Value::Null) });
+            (
+                Some(participant.start(store.clone(), bus.clone()).await?),
+                bus.clone(),
+            )
+        }
+        "http" => {
+            let url = http_participant(last).await?;
+            let service = sagaflow_http::HttpService::new("bench", &url)
+                .and_then(|s| s.max_in_flight(args.concurrency.max(64)))
+                .map_err(anyhow::Error::msg)?;
+            let http = sagaflow_http::HttpParticipants::new(bus.clone(), vec![service])
+                .map_err(anyhow::Error::msg)?;
+            (None, Arc::new(http) as Arc<dyn sagaflow_core::Transport>)
+        }
+        other => bail!("--participants must be sdk or http, got {other:?}"),
+    };
+    let engine = Engine::builder(store.clone(), transport)
         .register(definition(args.steps)?)
         .config(EngineConfig {
             batch_max: args.batch_max,
@@ -180,7 +239,9 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
     let elapsed = begin.elapsed();
     bar.finish_and_clear();
     engine.shutdown().await;
-    handle.shutdown().await;
+    if let Some(handle) = handle {
+        handle.shutdown().await;
+    }
     cleanup.run().await;
 
     latencies.sort();
@@ -194,6 +255,7 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
     let line = json!({
         "store": args.store,
         "transport": args.transport,
+        "participants": args.participants,
         "sagas": args.sagas,
         "steps": args.steps,
         "concurrency": args.concurrency,

@@ -675,6 +675,127 @@ mod tests {
     }
 
     #[test]
+    fn services_bind_from_the_file_the_environment_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let defs = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(&path).unwrap();
+            path
+        };
+        let (from_file, from_env, from_flag) = (defs("file"), defs("env"), defs("flag"));
+        let file = dir.path().join("sagaflow.toml");
+        std::fs::write(
+            &file,
+            format!("definitions = {:?}\n", from_file.display().to_string())
+                + "\
+             [services.payments]\nurl = \"http://127.0.0.1:9001\"\ntimeout_ms = 2500\nmax_in_flight = 8\n\
+             [services.mail]\nurl = \"http://127.0.0.1:9002/hooks\"\n",
+        )
+        .unwrap();
+        let env = env_of(&[
+            ("SAGAFLOW_CONFIG", file.to_str().unwrap()),
+            (
+                "SAGAFLOW_SERVICES",
+                "payments=http://10.0.0.5:7000, stock=http://127.0.0.1:9003",
+            ),
+        ]);
+        let args = ServeArgs {
+            services: vec!["stock=http://127.0.0.1:9004".into()],
+            ..ServeArgs::default()
+        };
+        let c = resolve(&args, None, &env).unwrap();
+        let bound: Vec<(&str, &str, u128, usize)> = c
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    s.name.as_str(),
+                    s.url.as_str(),
+                    s.timeout.as_millis(),
+                    s.max_in_flight,
+                )
+            })
+            .collect();
+        assert_eq!(
+            bound,
+            vec![
+                ("mail", "http://127.0.0.1:9002/hooks", 10_000, 64),
+                // The environment rebinds the URL; the file's limits stay.
+                ("payments", "http://10.0.0.5:7000", 2_500, 8),
+                // The flag rebinds what the environment bound.
+                ("stock", "http://127.0.0.1:9004", 10_000, 64),
+            ]
+        );
+        assert_eq!(c.definitions.as_ref(), Some(&from_file));
+        let env = env_of(&[
+            ("SAGAFLOW_CONFIG", file.to_str().unwrap()),
+            ("SAGAFLOW_DEFINITIONS", from_env.to_str().unwrap()),
+        ]);
+        let c = resolve(&ServeArgs::default(), None, &env).unwrap();
+        assert_eq!(
+            c.definitions.as_ref(),
+            Some(&from_env),
+            "environment over file"
+        );
+        let args = ServeArgs {
+            definitions: Some(from_flag.clone()),
+            ..ServeArgs::default()
+        };
+        let c = resolve(&args, None, &env).unwrap();
+        assert_eq!(
+            c.definitions.as_ref(),
+            Some(&from_flag),
+            "flag over environment"
+        );
+        let args = ServeArgs {
+            definitions: Some(dir.path().join("missing")),
+            ..ServeArgs::default()
+        };
+        let e = resolve(&args, None, &env).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--definitions = ") && e.contains("is not a directory"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bad_service_binding_names_its_source() {
+        let none = env_of(&[]);
+        for (binding, says) in [
+            ("payments", "NAME=URL"),
+            ("payments=https://pay.example", "https"),
+            ("payments=http://u:p@127.0.0.1:1", "credentials"),
+            ("pay ments=http://127.0.0.1:1", "name"),
+        ] {
+            let args = ServeArgs {
+                services: vec![binding.into()],
+                ..ServeArgs::default()
+            };
+            let e = resolve(&args, None, &none).unwrap_err().to_string();
+            assert!(e.starts_with("--service: "), "{binding}: {e}");
+            assert!(e.contains(says), "{binding}: {e}");
+        }
+        let env = env_of(&[("SAGAFLOW_SERVICES", "a=http://127.0.0.1:1,b=ftp://x")]);
+        let e = resolve(&ServeArgs::default(), None, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("SAGAFLOW_SERVICES entry 2: "), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sagaflow.toml");
+        std::fs::write(
+            &file,
+            "[services.payments]\nurl = \"http://127.0.0.1:1\"\nmax_in_flight = 0\n",
+        )
+        .unwrap();
+        let env = env_of(&[("SAGAFLOW_CONFIG", file.to_str().unwrap())]);
+        let e = resolve(&ServeArgs::default(), None, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sagaflow.toml: services.payments: "), "{e}");
+    }
+
+    #[test]
     fn a_public_address_needs_insecure() {
         let args = ServeArgs {
             listen: Some("0.0.0.0:8080".into()),

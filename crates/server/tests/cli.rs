@@ -38,37 +38,47 @@ fn the_demo_completes_compensates_and_waits() {
     assert!(sagaflow(&["demo", "--database-url", &url]).status.success());
 }
 
+/// The bench, with the Rust participant or with an HTTP one (sagaflow calling an endpoint
+/// on loopback), prints one JSON line whose counts add up.
 #[test]
 fn a_small_bench_prints_one_json_line() {
-    let out = sagaflow(&[
-        "bench",
-        "--store",
-        "sqlite",
-        "--sagas",
-        "300",
-        "--steps",
-        "3",
-        "--concurrency",
-        "32",
-        "--fail-rate",
-        "0.2",
-        "--quiet",
-    ]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    let line: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
-    assert_eq!(line["sagas"], 300);
-    let completed = line["completed"].as_u64().unwrap();
-    let compensated = line["compensated"].as_u64().unwrap();
-    assert_eq!(completed + compensated, 300);
-    assert!(
-        compensated > 20 && compensated < 100,
-        "about 20 % compensate: {compensated}"
-    );
-    assert_eq!(line["failed"], 0);
-    for key in ["sagas_per_sec", "p50_ms", "p95_ms", "p99_ms"] {
-        assert!(line[key].as_f64().unwrap() > 0.0, "{key}: {line}");
+    for participants in ["sdk", "http"] {
+        let out = sagaflow(&[
+            "bench",
+            "--store",
+            "sqlite",
+            "--sagas",
+            "300",
+            "--steps",
+            "3",
+            "--concurrency",
+            "32",
+            "--fail-rate",
+            "0.2",
+            "--participants",
+            participants,
+            "--quiet",
+        ]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{participants}: {stderr}");
+        let line: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+        assert_eq!(line["sagas"], 300);
+        assert_eq!(line["participants"], participants);
+        let completed = line["completed"].as_u64().unwrap();
+        let compensated = line["compensated"].as_u64().unwrap();
+        assert_eq!(completed + compensated, 300, "{line}");
+        assert!(
+            compensated > 20 && compensated < 100,
+            "about 20 % compensate: {compensated}"
+        );
+        assert_eq!(line["failed"], 0);
+        for key in ["sagas_per_sec", "p50_ms", "p95_ms", "p99_ms"] {
+            assert!(line[key].as_f64().unwrap() > 0.0, "{key}: {line}");
+        }
     }
+    let out = sagaflow(&["bench", "--participants", "grpc", "--sagas", "1"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("--participants must be sdk or http"));
 }
 
 #[test]

@@ -113,6 +113,67 @@ pub fn unique_topic(check: &str) -> String {
     )
 }
 
+/// A command envelope with a trace and a request id, for checks of the headers a transport
+/// puts on the wire.
+pub fn traced_command(subject: &str) -> sagaflow_core::Envelope {
+    sagaflow_core::Envelope {
+        protocol: sagaflow_core::PROTOCOL_VERSION,
+        message_id: format!("{}:charge:1:action", unique_topic("saga")),
+        kind: sagaflow_core::MessageKind::Command,
+        subject: subject.to_string(),
+        saga_id: Some("saga-with-headers".to_string()),
+        correlation_id: None,
+        causation_id: None,
+        step: Some("charge".to_string()),
+        attempt: Some(1),
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string()),
+        request_id: Some("req-headers-1".to_string()),
+        payload: serde_json::json!({"amount": 5}),
+    }
+}
+
+/// Checks that `headers` (as read from the broker, names in any case) carry the envelope's
+/// CloudEvents attributes, its trace and its request id.
+pub fn assert_cloud_event_headers(
+    envelope: &sagaflow_core::Envelope,
+    headers: &[(String, String)],
+) {
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let expected = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", envelope.message_id.as_str()),
+        ("ce-type", envelope.kind.cloud_event_type()),
+        ("ce-source", "sagaflow"),
+        ("ce-subject", envelope.subject.as_str()),
+        (
+            "ce-sagaflowsagaid",
+            envelope.saga_id.as_deref().unwrap_or_default(),
+        ),
+        (
+            "traceparent",
+            envelope.traceparent.as_deref().unwrap_or_default(),
+        ),
+        (
+            "x-request-id",
+            envelope.request_id.as_deref().unwrap_or_default(),
+        ),
+    ];
+    for (name, value) in expected {
+        assert_eq!(get(name), Some(value), "header {name} in {headers:?}");
+    }
+    let protocol = sagaflow_core::PROTOCOL_VERSION.to_string();
+    assert_eq!(
+        get("ce-sagaflowprotocol"),
+        Some(protocol.as_str()),
+        "{headers:?}"
+    );
+}
+
 /// The next delivery, or a panic naming `what` if none comes in time.
 pub async fn next_within(sub: &mut Box<dyn Subscription>, what: &str) -> Delivery {
     match tokio::time::timeout(WAIT, sub.next()).await {

@@ -1,13 +1,14 @@
 //! `/`: sagas by status and definition, started and ended per minute over the last half
 //! hour, and the sagas that are stuck — no progress for longer than the threshold (`?stuck=`
-//! seconds, default 60), parked longest first, and those whose compensation is failing.
+//! seconds, default 60), parked longest first, and those whose compensation is failing —
+//! and, when services are bound to HTTP URLs, each endpoint's circuit and counters.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use maud::html;
-use sagaflow_engine::core::{SagaFilter, SagaState, Status};
+use sagaflow_engine::core::{CircuitState, SagaFilter, SagaState, Status};
 use serde::Deserialize;
 
 use super::{layout, status_badge, took, when};
@@ -90,6 +91,7 @@ pub(crate) async fn page(
         "compensated",
         "failed",
     ];
+    let endpoints = engine.transport().endpoints();
     let (started, ended) = per_minute(&activity, since);
     let chart = chart(&started, &ended);
 
@@ -144,6 +146,29 @@ pub(crate) async fn page(
                 }
             }
         }
+        @if !endpoints.is_empty() {
+            section aria-labelledby="participants" {
+                h2 id="participants" { "HTTP participants" }
+                table {
+                    thead { tr { th { "Service" } th { "URL" } th { "Circuit" } th { "In flight" } th { "Calls" } th { "Failures" } th { "Failing in a row" } th { "Last error" } } }
+                    tbody {
+                        @for e in &endpoints {
+                            tr {
+                                td { (e.service) }
+                                td { code { (e.url) } }
+                                td { (circuit_badge(e.circuit)) }
+                                td { (e.in_flight) " / " (e.max_in_flight) }
+                                td { (e.calls) }
+                                td { (e.failures) }
+                                td { (e.consecutive_failures) }
+                                td { (e.last_error.clone().unwrap_or_default()) }
+                            }
+                        }
+                    }
+                }
+                p.hint { "An open circuit holds the service's commands in the outbox until a probe call succeeds; " a href="/api/v1/participants" { "as JSON" } "." }
+            }
+        }
         section aria-labelledby="per-minute" {
             h2 id="per-minute" { "Started and ended per minute (last " (MINUTES) " minutes)" }
             (super::raw(chart))
@@ -166,6 +191,16 @@ pub(crate) async fn page(
         }
     };
     layout("Overview", "/", None, body).into_response()
+}
+
+/// A circuit's state as a badge: closed reads as healthy, open as failing.
+fn circuit_badge(circuit: CircuitState) -> maud::Markup {
+    let class = match circuit {
+        CircuitState::Closed => "completed",
+        CircuitState::HalfOpen => "compensating",
+        CircuitState::Open => "failed",
+    };
+    html! { span class={"badge " (class)} { (circuit.as_str()) } }
 }
 
 /// What a saga waits on, in words.

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use sagaflow_api::{app, ApiConfig, ApiState};
-use sagaflow_engine::core::{Definition, Outcome, Phase, RetryPolicy, Step, Store};
+use sagaflow_engine::core::{Definition, Outcome, Phase, RetryPolicy, Step, Store, Transport};
 use sagaflow_engine::{
     CommandCall, Engine, EngineConfig, MemoryBus, Participant, ParticipantHandle,
 };
@@ -105,6 +105,15 @@ impl Api {
     }
 
     pub async fn with_config(config: ApiConfig) -> Api {
+        Api::with_transport(config, |bus| bus).await
+    }
+
+    /// The engine publishes through what `wrap` makes of the bus (the participant still
+    /// consumes the bus itself).
+    pub async fn with_transport(
+        config: ApiConfig,
+        wrap: impl FnOnce(Arc<dyn Transport>) -> Arc<dyn Transport>,
+    ) -> Api {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("api.db");
         let store: Arc<dyn Store> = Arc::new(
@@ -117,7 +126,7 @@ impl Api {
             .start(store.clone(), bus.clone())
             .await
             .expect("participant starts");
-        let engine = Engine::builder(store.clone(), bus.clone())
+        let engine = Engine::builder(store.clone(), wrap(bus.clone()))
             .config(EngineConfig {
                 redeliver_after_ms: 500,
                 timer_lease_ms: 500,
@@ -142,7 +151,8 @@ impl Api {
         }
     }
 
-    pub async fn send(&self, request: Request<Body>) -> Reply {
+    /// The status, headers and raw body of the router's answer.
+    pub async fn send_raw(&self, request: Request<Body>) -> (StatusCode, HeaderMap, Vec<u8>) {
         let response = self
             .app
             .clone()
@@ -157,6 +167,11 @@ impl Api {
             .await
             .expect("body")
             .to_bytes();
+        (status, headers, bytes.to_vec())
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let (status, headers, bytes) = self.send_raw(request).await;
         let body = if bytes.is_empty() {
             Value::Null
         } else {
