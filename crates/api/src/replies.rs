@@ -27,8 +27,9 @@ pub struct ReplyRequest {
     /// For `succeeded`: the step's output (an object's keys are merged into the context).
     #[serde(default)]
     pub output: Value,
-    /// For `failed` and `rejected`: why.
-    #[serde(default)]
+    /// For `failed` and `rejected`: why (`error`, as the broker reply names it, is taken
+    /// too).
+    #[serde(default, alias = "error")]
     pub reason: Option<String>,
     /// For `failed`: whether trying again might help (default true).
     #[serde(default)]
@@ -36,6 +37,10 @@ pub struct ReplyRequest {
     /// For `failed`: do not retry sooner than this many milliseconds.
     #[serde(default)]
     pub retry_after_ms: Option<u64>,
+    /// For `failed`: the action may have taken effect all the same, so the step is
+    /// compensated should it be given up (default false).
+    #[serde(default)]
+    pub maybe_done: bool,
     /// For `park`: the signal that wakes the step (any signal when absent).
     #[serde(default)]
     pub until: Option<String>,
@@ -97,6 +102,7 @@ pub(crate) async fn answer(
             error: body.reason.unwrap_or_else(|| "no reason given".to_string()),
             retryable: body.retryable.unwrap_or(true),
             retry_after_ms: body.retry_after_ms,
+            maybe_done: body.maybe_done,
         },
         ReplyOutcome::Rejected => Outcome::rejected(
             body.reason

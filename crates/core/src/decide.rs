@@ -393,6 +393,7 @@ impl<'a> Decider<'a> {
                 error,
                 retryable,
                 retry_after_ms,
+                maybe_done,
             } => {
                 let retry_at = self
                     .action_retry_at(step, *retryable)
@@ -403,6 +404,7 @@ impl<'a> Decider<'a> {
                     error: error.clone(),
                     retryable: *retryable,
                     retry_at,
+                    maybe_done: *maybe_done,
                 });
             }
             Outcome::Rejected { reason } => self.emit(Event::StepRejected {
@@ -418,6 +420,7 @@ impl<'a> Decider<'a> {
                         error: "asked to wait while the saga was being cancelled".into(),
                         retryable: false,
                         retry_at: None,
+                        maybe_done: false,
                     });
                 } else {
                     self.emit(Event::Parked {

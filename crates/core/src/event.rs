@@ -92,6 +92,9 @@ pub enum Event {
         retryable: bool,
         /// When the next attempt runs; `None` means the step gave up.
         retry_at: Option<Millis>,
+        /// The action may have taken effect all the same: the step counts as maybe done.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        maybe_done: bool,
     },
     /// An attempt got no reply in time: it may have happened.
     AttemptTimedOut {

@@ -27,6 +27,11 @@ pub enum Outcome {
         /// participant's `Retry-After`); the retry policy's own delay applies when longer.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+        /// The action may have taken effect all the same (an HTTP call that broke or timed
+        /// out after it was sent): a step given up after such an attempt is compensated,
+        /// like one whose attempt timed out.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        maybe_done: bool,
     },
     /// A business "no": compensate now, no retry.
     Rejected {
@@ -60,6 +65,7 @@ impl Outcome {
             error: error.into(),
             retryable: true,
             retry_after_ms: None,
+            maybe_done: false,
         }
     }
 
@@ -69,6 +75,7 @@ impl Outcome {
             error: error.into(),
             retryable: false,
             retry_after_ms: None,
+            maybe_done: false,
         }
     }
 

@@ -405,9 +405,13 @@ fn apply(mut s: SagaState, def: &Definition, event: &Event, at: Millis) -> SagaS
             step,
             retry_at,
             error,
+            maybe_done,
             ..
         } => {
             s.in_flight = None;
+            if *maybe_done {
+                mark_maybe(&mut s, *step);
+            }
             match retry_at {
                 Some(at) => {
                     s.retry = Some(RetryDue {
@@ -432,11 +436,7 @@ fn apply(mut s: SagaState, def: &Definition, event: &Event, at: Millis) -> SagaS
         } => {
             s.in_flight = None;
             if *phase == Phase::Action {
-                if let Some(rec) = s.steps.get_mut(*step) {
-                    if rec.state == StepState::Pending || rec.state == StepState::NotDone {
-                        rec.state = StepState::Maybe;
-                    }
-                }
+                mark_maybe(&mut s, *step);
             }
             match (retry_at, phase) {
                 (Some(at), _) => {
@@ -637,6 +637,16 @@ pub fn fold<'a>(
         state = evolve(state, def, &entry.event, entry.at);
     }
     state
+}
+
+/// An action attempt that may have taken effect (no reply in time, or a call that broke
+/// after it was sent): a step not known to be done counts as maybe done.
+fn mark_maybe(s: &mut SagaState, step: usize) {
+    if let Some(rec) = s.steps.get_mut(step) {
+        if rec.state == StepState::Pending || rec.state == StepState::NotDone {
+            rec.state = StepState::Maybe;
+        }
+    }
 }
 
 /// An action gave up. Before the pivot the saga compensates. A retriable step (after the

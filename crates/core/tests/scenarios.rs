@@ -364,6 +364,7 @@ fn a_retry_waits_at_least_as_long_as_the_participant_asked() {
         error: "billing is busy".to_string(),
         retryable: true,
         retry_after_ms: Some(ms),
+        maybe_done: false,
     };
     let retry_in = |events: &[Event], now: Millis| match events {
         [Event::AttemptFailed {
@@ -394,6 +395,46 @@ fn a_retry_waits_at_least_as_long_as_the_participant_asked() {
     let events = run.answer(busy(60_000));
     assert_eq!(retry_in(&events, now), 60_000);
     assert_eq!(run.timers[&TimerSlot::Step].0, now + 60_000);
+}
+
+/// An attempt whose call broke after it was sent may have taken effect: when the step is
+/// given up, it is compensated along with the steps before it, newest first.
+#[test]
+fn a_step_given_up_after_a_maybe_done_attempt_is_compensated_too() {
+    let mut run = Run::start(order(), json!({}));
+    run.ok();
+    let broke = Outcome::Failed {
+        error: "the connection broke after the request was sent".to_string(),
+        retryable: true,
+        retry_after_ms: None,
+        maybe_done: true,
+    };
+    let events = run.answer(broke);
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::AttemptFailed {
+                maybe_done: true,
+                ..
+            }]
+        ),
+        "{events:?}"
+    );
+    run.fire(TimerSlot::Step);
+    // Later attempts fail plainly; the step stays maybe done.
+    run.answer(Outcome::failed("billing is busy"));
+    run.fire(TimerSlot::Step);
+    run.answer(Outcome::failed("billing is busy"));
+    assert_eq!(run.state.status, Status::Compensating);
+    assert_eq!(run.in_flight(), (1, 1, Phase::Compensation));
+    run.ok();
+    assert_eq!(run.in_flight(), (0, 1, Phase::Compensation));
+    run.ok();
+    assert_eq!(run.state.status, Status::Compensated);
+    assert_eq!(
+        run.step_states()[..2],
+        [StepState::Compensated, StepState::Compensated]
+    );
 }
 
 #[test]

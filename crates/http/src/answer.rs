@@ -37,12 +37,20 @@ impl Verdict {
     }
 
     /// The endpoint could not be used: refused, timed out, broke off, answered garbage.
-    pub fn endpoint_failure(reason: String, retry_after: Option<Duration>) -> Self {
+    /// `maybe_done`: the call reached the service and what it did is not known (a timeout,
+    /// a broken exchange, an unreadable or server-error answer), so should the step be given
+    /// up it is compensated rather than assumed undone.
+    pub fn endpoint_failure(
+        reason: String,
+        retry_after: Option<Duration>,
+        maybe_done: bool,
+    ) -> Self {
         Verdict {
             outcome: Some(Outcome::Failed {
                 error: reason,
                 retryable: true,
                 retry_after_ms: retry_after.map(|d| d.as_millis().min(u64::MAX as u128) as u64),
+                maybe_done,
             }),
             endpoint_failed: true,
         }
@@ -71,16 +79,21 @@ pub fn classify(
             }
             match serde_json::from_slice::<Value>(body) {
                 Ok(output) => Verdict::answered(Outcome::ok(output)),
+                // It said done, in a form that cannot be read: maybe done.
                 Err(e) => Verdict::endpoint_failure(
                     from(format!("the body is not JSON ({e}): {}", excerpt(body))),
                     None,
+                    true,
                 ),
             }
         }
         409 | 422 => Verdict::answered(Outcome::rejected(reason(body))),
+        // 429 and 503 turn the call away before it is handled; any other server error (a
+        // crash mid-handler, a gateway's 502 or 504) may come after the effect.
         429 | 500..=599 => Verdict::endpoint_failure(
             from(reason(body)),
             retry_after.and_then(|v| parse_retry_after(v, now)),
+            !matches!(status, 429 | 503),
         ),
         300..=399 => Verdict::answered(Outcome::fatal(from(format!(
             "a redirect{}, which sagaflow does not follow: bind the service to the final URL",
@@ -146,6 +159,31 @@ mod tests {
             body.as_bytes(),
             SystemTime::now(),
         )
+    }
+
+    #[test]
+    fn server_errors_other_than_429_and_503_may_have_taken_effect() {
+        let maybe = |status: u16| match verdict(status, "").outcome {
+            Some(Outcome::Failed {
+                retryable: true,
+                maybe_done,
+                ..
+            }) => maybe_done,
+            other => panic!("{status}: {other:?}"),
+        };
+        assert!(!maybe(429));
+        assert!(!maybe(503));
+        assert!(maybe(500));
+        assert!(maybe(502));
+        assert!(maybe(504));
+        let not_json = verdict(200, "<html>");
+        assert!(matches!(
+            not_json.outcome,
+            Some(Outcome::Failed {
+                maybe_done: true,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -260,10 +260,14 @@ impl HttpParticipants {
                     service.timeout.as_millis()
                 ),
                 None,
+                true,
             ),
+            // A connection that never opened carried nothing; one that broke later may have
+            // carried the whole request.
             Ok(Err(e)) => Verdict::endpoint_failure(
                 format!("cannot call {} at {url}: {}", service.name, error_chain(&e)),
                 None,
+                !e.is_connect(),
             ),
             Ok(Ok(Err(limit))) => Verdict::endpoint_failure(
                 format!(
@@ -271,6 +275,7 @@ impl HttpParticipants {
                     service.name
                 ),
                 None,
+                true,
             ),
             Ok(Ok(Ok((status, retry_after, location, body)))) => answer::classify(
                 &service.name,
