@@ -3,7 +3,8 @@
 //! - Every topic is published to one durable topic exchange (`sagaflow` by default) with the
 //!   topic as routing key, as a persistent message (`delivery_mode` 2) whose `message_id` is
 //!   the message id, `content_type` `application/json`, and the envelope's CloudEvents
-//!   attributes (`ce-id`, `ce-type`, …), `traceparent` and `x-request-id` as headers
+//!   attributes (`cloudEvents_id`, `cloudEvents_type`, …), `traceparent` and `x-request-id`
+//!   as headers
 //!   (docs/protocol.md). The publishing channel is in confirm mode: `publish` returns `Ok` only
 //!   once the broker has confirmed the message, and the message is `mandatory`, so one that no
 //!   queue takes (no group has subscribed to its topic yet) is an error the caller retries
@@ -455,9 +456,11 @@ fn dedupe_key(queue: &str, message_id: &str) -> String {
     format!("{queue}\n{message_id}")
 }
 
-/// The CloudEvents headers of an envelope body (none for a body that is not one), spelt as
-/// on HTTP and NATS (`ce-id`, `ce-type`, …, `traceparent`, `x-request-id`), so a consumer in
-/// any language can route and trace a message without parsing it.
+/// The CloudEvents headers of an envelope body (none for a body that is not one), so a
+/// consumer in any language can route and trace a message without parsing it: the
+/// attributes under the AMQP binding's names (`cloudEvents_id`, `cloudEvents_type`, …,
+/// which RabbitMQ shows an AMQP 1.0 client as application properties), `traceparent` and
+/// `x-request-id` as they are.
 fn cloud_event_headers(body: &[u8]) -> FieldTable {
     let mut headers = FieldTable::default();
     if let Some(attributes) = sagaflow_core::cloud_event_attributes(body) {
@@ -465,11 +468,18 @@ fn cloud_event_headers(body: &[u8]) -> FieldTable {
             if name == "content-type" {
                 continue; // a property of its own in AMQP
             }
+            let name = match name.strip_prefix("ce-") {
+                Some(attribute) => format!("{AMQP_CLOUD_EVENT_PREFIX}{attribute}"),
+                None => name.to_string(),
+            };
             headers.insert(name.into(), AMQPValue::LongString(value.into()));
         }
     }
     headers
 }
+
+/// The prefix of a CloudEvents attribute's header (the CloudEvents AMQP binding's).
+pub const AMQP_CLOUD_EVENT_PREFIX: &str = "cloudEvents_";
 
 /// How many times a message was rejected from `queue`: the `count` of its `rejected`
 /// entries for that queue in the `x-death` header RabbitMQ keeps when it dead-letters.

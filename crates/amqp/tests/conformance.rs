@@ -218,5 +218,9 @@ async fn envelopes_carry_cloud_event_headers() {
                 .collect()
         })
         .unwrap_or_default();
-    transport_conformance::assert_cloud_event_headers(&envelope, &headers);
+    transport_conformance::assert_cloud_event_headers(
+        &envelope,
+        &headers,
+        sagaflow_amqp::AMQP_CLOUD_EVENT_PREFIX,
+    );
 }

@@ -111,5 +111,5 @@ async fn envelopes_carry_cloud_event_headers() {
                 .map(move |v| (name.to_string(), v.to_string()))
         })
         .collect();
-    transport_conformance::assert_cloud_event_headers(&envelope, &headers);
+    transport_conformance::assert_cloud_event_headers(&envelope, &headers, "ce-");
 }

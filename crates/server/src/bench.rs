@@ -77,8 +77,13 @@ async fn http_participant(last: usize) -> anyhow::Result<String> {
     let router = axum::Router::new()
         .route("/step", axum::routing::post(answer))
         .route("/undo", axum::routing::post(|| async { StatusCode::OK }));
+    use axum::serve::ListenerExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
+    // Answers go out at once, as from any service tuned for small requests.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             eprintln!("bench participant stopped: {e}");

@@ -133,15 +133,21 @@ pub fn traced_command(subject: &str) -> sagaflow_core::Envelope {
 }
 
 /// Checks that `headers` (as read from the broker, names in any case) carry the envelope's
-/// CloudEvents attributes, its trace and its request id.
+/// CloudEvents attributes, each named `{prefix}{attribute}` (`ce-` on HTTP and NATS), its
+/// trace and its request id.
 pub fn assert_cloud_event_headers(
     envelope: &sagaflow_core::Envelope,
     headers: &[(String, String)],
+    prefix: &str,
 ) {
     let get = |name: &str| {
+        let name = match name.strip_prefix("ce-") {
+            Some(attribute) => format!("{prefix}{attribute}"),
+            None => name.to_string(),
+        };
         headers
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .find(|(n, _)| n.eq_ignore_ascii_case(&name))
             .map(|(_, v)| v.as_str())
     };
     let expected = [
