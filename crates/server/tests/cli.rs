@@ -132,3 +132,69 @@ fn json_logs_are_one_object_per_line_with_the_saga_id() {
     let bad = sagaflow(&["demo", "--log-format", "xml"]);
     assert!(!bad.status.success());
 }
+
+/// Definition files as a person checks them: `definitions validate` passes a good file and
+/// names the file, the step and the reason of a bad one; `serve --definitions` refuses to
+/// start on a directory holding the bad one, saying the same.
+#[test]
+fn bad_definition_files_are_refused_naming_the_file_the_step_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/polyglot/definitions/order.yaml");
+    let out = sagaflow(&["definitions", "validate", good.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("ok    ") && stdout.contains("polyglot-order v1 (3 steps)"),
+        "{stdout}"
+    );
+
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    let bad = defs.join("refund.yaml");
+    std::fs::write(
+        &bad,
+        "name: refund\nversion: 1\nsteps:\n  - name: pay_back\n    kind: compensatable\n    action: payments.refund\n",
+    )
+    .unwrap();
+    let out = sagaflow(&[
+        "definitions",
+        "validate",
+        good.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("refund.yaml")
+            && stdout.contains("pay_back")
+            && stdout.contains("needs a compensation"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("1 of 2 definition files are invalid"),
+        "{stderr}"
+    );
+
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let out = sagaflow(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &db,
+        "--definitions",
+        defs.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        !out.status.success(),
+        "serve started on a bad file: {stdout}"
+    );
+    assert!(
+        stderr.contains("refund.yaml")
+            && stderr.contains("pay_back")
+            && stderr.contains("needs a compensation"),
+        "{stderr}"
+    );
+}
