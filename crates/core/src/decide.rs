@@ -10,6 +10,10 @@ use crate::guard::{lookup, GuardOtherwise};
 use crate::input::{Input, Outcome, Reply, TimerKind};
 use crate::state::{evolve, Failure, SagaId, SagaState, Status};
 
+/// The longest a participant's `retry_after_ms` may hold a retry back (an hour, as an HTTP
+/// `Retry-After` is capped).
+pub const MAX_RETRY_AFTER_MS: u64 = 3_600_000;
+
 /// What `decide` may use besides the state: the time and a random number for jitter.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DecideContext {
@@ -485,13 +489,14 @@ impl<'a> Decider<'a> {
         });
     }
 
-    /// `at`, or later when the participant asked not to be called again that soon.
+    /// `at`, or later when the participant asked not to be called again that soon — by an
+    /// hour at most, so a wild value cannot leave a saga waiting for ever.
     fn not_before(&self, at: Millis, retry_after_ms: Option<u64>) -> Millis {
         match retry_after_ms {
             Some(ms) => at.max(
                 self.ctx
                     .now
-                    .saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)),
+                    .saturating_add(ms.min(MAX_RETRY_AFTER_MS) as i64),
             ),
             None => at,
         }

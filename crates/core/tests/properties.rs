@@ -487,7 +487,7 @@ impl Sim {
                         assert_eq!(self.def.steps[step].kind, StepKind::Compensatable);
                         assert!(
                             self.maybe_done[step],
-                            "compensating step {step}, which neither succeeded nor timed out"
+                            "compensating step {step}, which neither succeeded nor may have (timed out, broke mid-call)"
                         );
                         assert!(!self.compensated[step], "step {step} compensated twice");
                         assert!(
@@ -517,9 +517,19 @@ impl Sim {
                         self.maybe_done[step] = true;
                     }
                 }
-                Event::AttemptFailed { step, attempt, .. }
-                | Event::StepRejected { step, attempt, .. }
-                | Event::Parked { step, attempt, .. } => {
+                Event::AttemptFailed {
+                    step,
+                    attempt,
+                    maybe_done,
+                    ..
+                } => {
+                    self.resolve((step, attempt, Phase::Action), event);
+                    // A call that broke after it was sent counts as a timeout does.
+                    if maybe_done {
+                        self.maybe_done[step] = true;
+                    }
+                }
+                Event::StepRejected { step, attempt, .. } | Event::Parked { step, attempt, .. } => {
                     self.resolve((step, attempt, Phase::Action), event);
                 }
                 Event::CompensationSucceeded { step, attempt } => {
@@ -654,7 +664,14 @@ impl Sim {
 fn action_outcome(a: u8, b: u8) -> Outcome {
     match a % 16 {
         0..=8 => Outcome::ok(json!({ format!("flag{}", b as usize % FLAGS): matches!(b % 2, 0) })),
-        9..=11 => Outcome::failed("busy"),
+        9 | 10 => Outcome::failed("busy"),
+        // The call broke after it was sent: a retryable failure that may have taken effect.
+        11 => Outcome::Failed {
+            error: "broke mid-call".to_string(),
+            retryable: true,
+            retry_after_ms: None,
+            maybe_done: true,
+        },
         12 => Outcome::fatal("broken"),
         13 => Outcome::rejected("no"),
         _ => Outcome::Park {

@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sagaflow_core::{
-    Clock, DeadLetter, Definition, Input, JournalEntry, Millis, Outcome, Phase, Reply, SagaFilter,
-    SagaId, SagaState, StartMeta, Status, Store, Transport,
+    Clock, DeadLetter, Definition, Event, Input, JournalEntry, Millis, Outcome, Phase, Reply,
+    SagaFilter, SagaId, SagaState, StartMeta, Status, Store, Transport,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -618,16 +618,37 @@ impl Engine {
                 reason,
             });
         }
-        self.apply(
-            &saga_id,
-            Input::Reply(Reply {
-                step,
-                attempt,
-                phase,
-                outcome,
-            }),
-        )
-        .await
+        let checked_at = state.journal_version;
+        let after = self
+            .apply(
+                &saga_id,
+                Input::Reply(Reply {
+                    step,
+                    attempt,
+                    phase,
+                    outcome,
+                }),
+            )
+            .await?;
+        // Another answer, a timeout or a cancel may have settled the attempt between the
+        // check above and the decision: then the decision ignored this one, and the caller
+        // must hear so rather than that its answer was taken.
+        let ignored = self
+            .journal(&saga_id)
+            .await?
+            .into_iter()
+            .filter(|entry| entry.seq > checked_at)
+            .any(|entry| {
+                matches!(entry.event, Event::ReplyIgnored { step: s, attempt: a, phase: p, .. }
+                    if s == step && a == attempt && p == phase)
+            });
+        if ignored {
+            return Err(EngineError::NotAwaited {
+                key: key.to_string(),
+                reason: "the attempt was settled by something else meanwhile".to_string(),
+            });
+        }
+        Ok(after)
     }
 
     /// The transport this engine sends through.

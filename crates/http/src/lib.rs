@@ -39,6 +39,12 @@ pub use service::HttpService;
 /// The largest answer read from a participant; a longer one is a failed attempt.
 pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
+/// How long a call may wait for one of its service's `max_in_flight` places. Past it the
+/// call is dropped: the outbox sends the command again when its lease ends (10 s by
+/// default) if the attempt is still open, so a call never goes out after its attempt was
+/// settled by a timeout, a retry or a compensation.
+const MAX_QUEUED: Duration = Duration::from_secs(5);
+
 /// One bound service: its settings, its concurrency, its breaker and its counters.
 struct Endpoint {
     service: HttpService,
@@ -163,7 +169,11 @@ impl HttpParticipants {
     ) {
         let key = payload.key.clone();
         let verdict = {
-            let Ok(_permit) = endpoint.permits.acquire().await else {
+            // A call that waited its turn this long is left to the outbox, which sends it
+            // again while its attempt is still open (never after it was settled).
+            let Ok(Ok(_permit)) =
+                tokio::time::timeout(MAX_QUEUED, endpoint.permits.acquire()).await
+            else {
                 endpoint.release(&key);
                 return;
             };
@@ -262,12 +272,12 @@ impl HttpParticipants {
                 None,
                 true,
             ),
-            // A connection that never opened carried nothing; one that broke later may have
-            // carried the whole request.
+            // A connection that never opened (or a request never built) carried nothing;
+            // one that broke later may have carried the whole request.
             Ok(Err(e)) => Verdict::endpoint_failure(
                 format!("cannot call {} at {url}: {}", service.name, error_chain(&e)),
                 None,
-                !e.is_connect(),
+                !(e.is_connect() || e.is_builder()),
             ),
             Ok(Ok(Err(limit))) => Verdict::endpoint_failure(
                 format!(

@@ -34,19 +34,30 @@ impl HttpService {
                 "service name {name:?} must be non-empty and use only letters, digits, '_' and '-'"
             ));
         }
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
-        } else if url.starts_with("https://") {
+        // Credentials first, and never the URL itself in an error from here on: it may
+        // hold a secret.
+        let authority = url
+            .split_once("://")
+            .map_or(url, |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        if authority.contains('@') {
+            return Err(format!(
+                "the URL of service {name:?} holds credentials (user:password@), which would be logged; the protocol has no place for them"
+            ));
+        }
+        if url.starts_with("https://") {
             return Err(format!(
                 "{url:?}: https is not built into this sagaflow; reach the service over http:// on a private network, or through a local TLS-terminating proxy"
             ));
-        } else {
+        }
+        if !url.starts_with("http://") {
             return Err(format!(
                 "{url:?} is not an http:// URL (e.g. http://127.0.0.1:9000/billing)"
             ));
-        };
-        let host = rest.split('/').next().unwrap_or_default();
-        if host.is_empty() {
+        }
+        if authority.is_empty() {
             return Err(format!("{url:?} has no host"));
         }
         if url.contains('?') || url.contains('#') {
@@ -54,11 +65,10 @@ impl HttpService {
                 "{url:?}: a base URL takes no query or fragment; the command's name is appended as a path segment"
             ));
         }
-        if host.contains('@') {
-            // The URL itself is not repeated: it holds a secret.
-            return Err(format!(
-                "the URL of service {name:?} holds credentials (user:password@), which would be logged; the protocol has no place for them"
-            ));
+        // What the client will make of it: a bad port or host is refused here, not on
+        // every call.
+        if let Err(e) = reqwest::Url::parse(url) {
+            return Err(format!("{url:?} is not a valid URL: {e}"));
         }
         Ok(HttpService {
             name: name.to_string(),
@@ -117,6 +127,10 @@ mod tests {
             ("billing=http://", "no host"),
             ("billing=http://x/?a=1", "query"),
             ("billing=http://u:p@x/", "credentials"),
+            ("billing=https://u:p@x/", "credentials"),
+            ("billing=http://u:p#s@x/", "credentials"),
+            ("billing=http://x:99999/", "not a valid URL"),
+            ("billing=http://ho st/", "not a valid URL"),
         ] {
             let e = HttpService::parse(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");

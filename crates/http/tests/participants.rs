@@ -564,7 +564,7 @@ async fn a_failing_service_opens_its_circuit_and_the_saga_finishes_once_it_is_ba
     let health = &rig.transport.endpoints()[0];
     assert!(health.consecutive_failures >= sagaflow_http::breaker::OPEN_AFTER);
     assert!(health.last_error.as_deref().unwrap_or("").contains("502"));
-    // While open, no calls reach the service.
+    // Calls so far; from here on only probes get through until one succeeds.
     let calls_when_open = p.received().len();
     healthy.store(true, Ordering::SeqCst);
     assert_eq!(
@@ -572,7 +572,8 @@ async fn a_failing_service_opens_its_circuit_and_the_saga_finishes_once_it_is_ba
         Status::Completed
     );
     assert_eq!(rig.transport.endpoints()[0].circuit, CircuitState::Closed);
-    // The calls after opening are the probes; far fewer than the retries asked for.
+    // After the circuit opened, only the probes reached the service (at most a few), while
+    // the step had a thousand attempts to spend.
     assert!(
         p.received().len() <= calls_when_open + 3,
         "{} calls",

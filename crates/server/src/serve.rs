@@ -103,13 +103,26 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Role::All | Role::Engine => EngineConfig::default(),
         Role::Api => EngineConfig::api_only(),
     };
-    let mut builder = Engine::builder(store.clone(), transport)
-        .config(engine_config)
-        .register(crate::demo::order_definition());
-    for def in sagaflow_shop::definitions()
-        .into_iter()
+    let built_in: Vec<_> = std::iter::once(crate::demo::order_definition())
+        .chain(sagaflow_shop::definitions())
         .chain(sagaflow_social::definitions(&social_config))
-    {
+        .collect();
+    // A file may not reuse the name and version of a saga the server brings itself.
+    for (path, def) in &file_definitions {
+        if built_in
+            .iter()
+            .any(|b| b.name == def.name && b.version == def.version)
+        {
+            anyhow::bail!(
+                "{}: definition {} v{} is taken by a saga built into sagaflow serve (the demo, shop or social app); give yours another name or version",
+                path.display(),
+                def.name,
+                def.version
+            );
+        }
+    }
+    let mut builder = Engine::builder(store.clone(), transport).config(engine_config);
+    for def in built_in {
         builder = builder.register(def);
     }
     for (_, def) in &file_definitions {

@@ -197,4 +197,26 @@ fn bad_definition_files_are_refused_naming_the_file_the_step_and_the_reason() {
             && stderr.contains("needs a compensation"),
         "{stderr}"
     );
+
+    // A valid file that reuses the name and version of a built-in saga.
+    std::fs::write(
+        &bad,
+        "name: order\nversion: 1\nsteps:\n  - name: ship\n    kind: pivot\n    action: delivery.ship\n",
+    )
+    .unwrap();
+    let out = sagaflow(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &db,
+        "--definitions",
+        defs.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "serve started: {stdout}");
+    assert!(
+        stderr.contains("refund.yaml") && stderr.contains("order v1 is taken by a saga built into"),
+        "{stderr}"
+    );
 }
