@@ -457,16 +457,15 @@ impl Ctx {
         retry: &RetryPolicy,
         error: &str,
     ) -> Result<(), StoreError> {
-        let next_at = now_ms() + retry.delay_ms(event.attempt, fastrand::f64());
+        let delay = retry.delay_ms(event.attempt, fastrand::f64());
         let mut tx = self.store.begin().await?;
+        let detail = format!("{error}; attempt {} at +{delay} ms", event.attempt + 1);
+        flow::record(tx.as_mut(), self.record(event, "failed", Some(detail))).await?;
+        // Counted from after the failure's timeline entry was stamped, so the timeline
+        // never shows two attempts closer together than the backoff.
+        let next_at = now_ms() + delay;
         self.put_retry(tx.as_mut(), topic, body, event.attempt, next_at, error)
             .await?;
-        let detail = format!(
-            "{error}; attempt {} at +{} ms",
-            event.attempt + 1,
-            next_at - now_ms()
-        );
-        flow::record(tx.as_mut(), self.record(event, "failed", Some(detail))).await?;
         tx.commit().await?;
         self.retry_scheduled.notify_one();
         Ok(())
