@@ -65,6 +65,37 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// The reply to `command` (whose payload is `payload`) saying `outcome`, under
+    /// `message_id` (`{key}:reply` for a first answer): it names the same saga, step,
+    /// attempt, trace and request, and is caused by the command.
+    pub fn reply_to(
+        command: &Envelope,
+        payload: &CommandPayload,
+        outcome: crate::input::Outcome,
+        message_id: String,
+    ) -> Envelope {
+        let reply = crate::input::Reply {
+            step: payload.step,
+            attempt: payload.attempt,
+            phase: payload.phase,
+            outcome,
+        };
+        Envelope {
+            protocol: PROTOCOL_VERSION,
+            message_id,
+            kind: MessageKind::Reply,
+            subject: REPLY_TOPIC.to_string(),
+            saga_id: command.saga_id.clone(),
+            correlation_id: command.correlation_id.clone(),
+            causation_id: Some(command.message_id.clone()),
+            step: command.step.clone(),
+            attempt: command.attempt,
+            traceparent: command.traceparent.clone(),
+            request_id: command.request_id.clone(),
+            payload: serde_json::to_value(&reply).unwrap_or(Value::Null),
+        }
+    }
+
     /// Serialises to JSON bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         // An Envelope holds only strings, numbers and JSON values: serialising cannot fail.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sagaflow_core::{
     command_topic, CommandPayload, DeadLetterSink, Delivery, Envelope, MessageKind, Outcome,
-    ParticipantTx, Phase, Reply, Store, StoreError, Transport, TransportError, REPLY_TOPIC,
+    ParticipantTx, Phase, Store, StoreError, Transport, TransportError, REPLY_TOPIC,
 };
 use serde_json::Value;
 use tokio::sync::{watch, Semaphore};
@@ -491,25 +491,5 @@ pub(crate) async fn nack_later(delivery: Delivery) {
 }
 
 fn reply_envelope(command: &Envelope, payload: &CommandPayload, outcome: Outcome) -> Vec<u8> {
-    let reply = Reply {
-        step: payload.step,
-        attempt: payload.attempt,
-        phase: payload.phase,
-        outcome,
-    };
-    Envelope {
-        protocol: sagaflow_core::PROTOCOL_VERSION,
-        message_id: format!("{}:reply", payload.key),
-        kind: MessageKind::Reply,
-        subject: REPLY_TOPIC.to_string(),
-        saga_id: command.saga_id.clone(),
-        correlation_id: command.correlation_id.clone(),
-        causation_id: Some(command.message_id.clone()),
-        step: command.step.clone(),
-        attempt: command.attempt,
-        traceparent: command.traceparent.clone(),
-        request_id: command.request_id.clone(),
-        payload: serde_json::to_value(&reply).unwrap_or(Value::Null),
-    }
-    .to_bytes()
+    Envelope::reply_to(command, payload, outcome, format!("{}:reply", payload.key)).to_bytes()
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use sagaflow_core::{
     command_topic, CloudEventAttributes, CommandPayload, EndpointHealth, Envelope, MessageKind,
-    Reply, Subscription, Transport, TransportError, PROTOCOL_VERSION, REPLY_TOPIC,
+    Subscription, Transport, TransportError, REPLY_TOPIC,
 };
 use tokio::sync::Semaphore;
 
@@ -198,7 +198,8 @@ impl HttpParticipants {
             } else {
                 format!("{message_id}:reply")
             };
-            let body = reply_envelope(&envelope, &payload, outcome, &reply_id).to_bytes();
+            let body =
+                Envelope::reply_to(&envelope, &payload, outcome, reply_id.clone()).to_bytes();
             let mut wait = Duration::from_millis(50);
             for attempt in 1..=4 {
                 match self
@@ -312,34 +313,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn reply_envelope(
-    command: &Envelope,
-    payload: &CommandPayload,
-    outcome: sagaflow_core::Outcome,
-    reply_id: &str,
-) -> Envelope {
-    let reply = Reply {
-        step: payload.step,
-        attempt: payload.attempt,
-        phase: payload.phase,
-        outcome,
-    };
-    Envelope {
-        protocol: PROTOCOL_VERSION,
-        message_id: reply_id.to_string(),
-        kind: MessageKind::Reply,
-        subject: REPLY_TOPIC.to_string(),
-        saga_id: command.saga_id.clone(),
-        correlation_id: command.correlation_id.clone(),
-        causation_id: Some(command.message_id.clone()),
-        step: command.step.clone(),
-        attempt: command.attempt,
-        traceparent: command.traceparent.clone(),
-        request_id: command.request_id.clone(),
-        payload: serde_json::to_value(&reply).unwrap_or_default(),
-    }
 }
 
 #[async_trait]
