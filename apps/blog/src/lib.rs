@@ -14,8 +14,8 @@
 
 use std::sync::Arc;
 
-use axum::routing::{get, post, put};
-use axum::Router;
+use sagaflow_api::Access::{ApiKey, OwnCredential, Public};
+use sagaflow_api::{AppRoutes, Routes};
 use sagaflow_core::{RetryPolicy, Store, StoreError};
 use sagaflow_engine::{Engine, Subscriber};
 
@@ -167,36 +167,69 @@ pub fn subscribers(config: &BlogConfig) -> Vec<Subscriber> {
 }
 
 /// The HTTP endpoints, at the root.
-pub fn router(state: BlogState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/api/users", post(users::create))
-        .route("/api/users/login", post(users::login))
-        .route(
+pub fn router(state: BlogState) -> AppRoutes {
+    routes().with_state(state)
+}
+
+/// The routes without their state: the table of who may call what.
+pub fn routes() -> Routes<BlogState> {
+    Routes::new()
+        .get("/health", Public, health)
+        .post("/api/users", Public, users::create)
+        .post("/api/users/login", Public, users::login)
+        .put(
             "/api/users/me/subscription-key",
-            put(users::set_subscription_key),
+            OwnCredential,
+            users::set_subscription_key,
         )
-        .route("/api/users/subscribe", post(users::subscribe))
-        .route("/api/users/me/notifications", get(users::notifications))
-        .route("/api/articles", post(articles::create))
-        .route("/api/articles/{key}", get(articles::get))
-        .route("/api/articles/{key}/publish", post(articles::publish))
-        .route("/api/internal/init-keys", post(internal::init_keys))
-        .route("/api/internal/keys", post(internal::create_key))
-        .route(
+        .post("/api/users/subscribe", OwnCredential, users::subscribe)
+        .get(
+            "/api/users/me/notifications",
+            OwnCredential,
+            users::notifications,
+        )
+        .post("/api/articles", OwnCredential, articles::create)
+        .get("/api/articles/{key}", Public, articles::get)
+        .post(
+            "/api/articles/{key}/publish",
+            OwnCredential,
+            articles::publish,
+        )
+        // Creating the first service keys is the operator's act.
+        .post("/api/internal/init-keys", ApiKey, internal::init_keys)
+        // The rest of the internal API checks the blog's service keys.
+        .post("/api/internal/keys", OwnCredential, internal::create_key)
+        .post(
             "/api/internal/keys/{id}/deactivate",
-            post(internal::deactivate_key),
+            OwnCredential,
+            internal::deactivate_key,
         )
-        .route("/api/internal/posts/{id}", get(internal::show))
-        .route("/api/internal/posts/{id}/reject", post(internal::reject))
-        .route("/api/internal/posts/{id}/preview", put(internal::preview))
-        .route("/api/internal/posts/{id}/publish", post(internal::publish))
-        .route("/api/internal/posts/{id}/error", post(internal::error))
-        .route(
+        .get("/api/internal/posts/{id}", OwnCredential, internal::show)
+        .post(
+            "/api/internal/posts/{id}/reject",
+            OwnCredential,
+            internal::reject,
+        )
+        .put(
+            "/api/internal/posts/{id}/preview",
+            OwnCredential,
+            internal::preview,
+        )
+        .post(
+            "/api/internal/posts/{id}/publish",
+            OwnCredential,
+            internal::publish,
+        )
+        .post(
+            "/api/internal/posts/{id}/error",
+            OwnCredential,
+            internal::error,
+        )
+        .post(
             "/api/internal/posts/{id}/reset-to-draft",
-            post(internal::reset_to_draft),
+            OwnCredential,
+            internal::reset_to_draft,
         )
-        .with_state(state)
 }
 
 async fn health() -> axum::Json<serde_json::Value> {

@@ -18,8 +18,8 @@
 
 use std::sync::Arc;
 
-use axum::routing::{get, post, put};
-use axum::Router;
+use sagaflow_api::Access::{ApiKey, OwnCredential, Public};
+use sagaflow_api::{AppRoutes, Routes};
 use sagaflow_core::{Definition, Store, StoreError};
 use sagaflow_engine::{Engine, Participant};
 
@@ -123,21 +123,27 @@ pub fn participants(config: &ShopConfig) -> Vec<Participant> {
 }
 
 /// The shop's HTTP endpoints, at the root.
-pub fn router(state: ShopState) -> Router {
-    Router::new()
-        .route("/profile/register", post(identity::register))
-        .route("/profile/login", post(identity::login))
-        .route("/billing/add-money", post(waiting::add_money))
-        .route("/billing/balance", get(waiting::balance))
-        .route("/order/place", post(waiting::place))
-        .route("/order", get(waiting::list))
-        .route("/order/{id}", get(waiting::show))
-        .route("/order/{id}/cancel", post(waiting::cancel))
-        .route("/notification", get(notifications::list))
-        .route("/stock", get(waiting::stock))
-        .route("/stock/add", put(waiting::add_stock))
-        .route("/delivery/accept", put(waiting::accept))
-        .route("/api/v1/orders", post(compensating::create))
-        .route("/api/v1/orders/{order_id}", get(compensating::show))
-        .with_state(state)
+pub fn router(state: ShopState) -> AppRoutes {
+    routes().with_state(state)
+}
+
+/// The shop's routes without their state, each with who may call it: the customer's own
+/// endpoints check the user's token; the simulations of the outside world (stock arriving,
+/// a courier accepting) and the order API need an API key when keys are configured.
+pub fn routes() -> Routes<ShopState> {
+    Routes::new()
+        .post("/profile/register", Public, identity::register)
+        .post("/profile/login", Public, identity::login)
+        .post("/billing/add-money", OwnCredential, waiting::add_money)
+        .get("/billing/balance", OwnCredential, waiting::balance)
+        .post("/order/place", OwnCredential, waiting::place)
+        .get("/order", OwnCredential, waiting::list)
+        .get("/order/{id}", OwnCredential, waiting::show)
+        .post("/order/{id}/cancel", OwnCredential, waiting::cancel)
+        .get("/notification", OwnCredential, notifications::list)
+        .get("/stock", ApiKey, waiting::stock)
+        .put("/stock/add", ApiKey, waiting::add_stock)
+        .put("/delivery/accept", ApiKey, waiting::accept)
+        .post("/api/v1/orders", ApiKey, compensating::create)
+        .get("/api/v1/orders/{order_id}", ApiKey, compensating::show)
 }

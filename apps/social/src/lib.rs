@@ -20,8 +20,8 @@
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
-use axum::Router;
+use sagaflow_api::Access::{ApiKey, OwnCredential, Public};
+use sagaflow_api::{AppRoutes, Routes};
 use sagaflow_core::{Definition, Store, StoreError};
 use sagaflow_engine::{Engine, Participant};
 
@@ -199,20 +199,29 @@ pub fn spawn_jobs(state: &SocialState) -> Option<tokio::task::JoinHandle<()>> {
 }
 
 /// The HTTP endpoints, at the root.
-pub fn router(state: SocialState) -> Router {
-    Router::new()
-        .route("/user/register", post(registration::register))
-        .route("/login", post(registration::login))
-        .route("/user/get/{id}", get(registration::get))
-        .route("/api/dialog", get(messages::dialogs))
-        .route("/api/dialog/{partner}/send", post(messages::send))
-        .route("/api/dialog/{partner}/list", get(messages::list))
-        .route("/api/dialog/{partner}/read", post(messages::mark_read))
-        .route("/counters/reconcile", post(reconcile))
-        .route("/counters/{id}", get(counters::get))
-        .route("/counters/{id}/increment", post(counters::increment))
-        .route("/counters/{id}/reset", post(counters::reset))
-        .with_state(state)
+pub fn router(state: SocialState) -> AppRoutes {
+    routes().with_state(state)
+}
+
+/// The routes without their state: the table of who may call what.
+pub fn routes() -> Routes<SocialState> {
+    Routes::new()
+        .post("/user/register", Public, registration::register)
+        .post("/login", Public, registration::login)
+        .get("/user/get/{id}", Public, registration::get)
+        .get("/api/dialog", OwnCredential, messages::dialogs)
+        .post("/api/dialog/{partner}/send", OwnCredential, messages::send)
+        .get("/api/dialog/{partner}/list", OwnCredential, messages::list)
+        .post(
+            "/api/dialog/{partner}/read",
+            OwnCredential,
+            messages::mark_read,
+        )
+        // The counters service is internal: other services and operators call it.
+        .post("/counters/reconcile", ApiKey, reconcile)
+        .get("/counters/{id}", ApiKey, counters::get)
+        .post("/counters/{id}/increment", ApiKey, counters::increment)
+        .post("/counters/{id}/reset", ApiKey, counters::reset)
 }
 
 /// `POST /counters/reconcile` (internal, API key): runs reconciliation now; 200 with what it

@@ -167,11 +167,33 @@ pub fn parse_sha256_hex(hex: &str) -> Result<[u8; 32], String> {
 pub(crate) struct Auth {
     keys: Vec<ApiKey>,
     read_open: bool,
+    /// The apps' routes that ask for no API key (public, or guarded by a credential of
+    /// their own). Every other route needs one.
+    exempt: Vec<crate::routes::RouteRule>,
 }
 
 impl Auth {
-    pub(crate) fn new(keys: Vec<ApiKey>, read_open: bool) -> Arc<Auth> {
-        Arc::new(Auth { keys, read_open })
+    pub(crate) fn new(
+        keys: Vec<ApiKey>,
+        read_open: bool,
+        table: &[crate::routes::RouteRule],
+    ) -> Arc<Auth> {
+        let exempt = table
+            .iter()
+            .filter(|r| r.access != crate::routes::Access::ApiKey)
+            .cloned()
+            .collect();
+        Arc::new(Auth {
+            keys,
+            read_open,
+            exempt,
+        })
+    }
+
+    /// Whether the request is for an app route that asks for no API key.
+    fn exempt(&self, req: &Request) -> bool {
+        let path = req.uri().path();
+        self.exempt.iter().any(|r| r.matches(req.method(), path))
     }
 
     /// The key whose digest matches, comparing with every configured digest in constant
@@ -254,6 +276,7 @@ pub fn authorize(keys: &[ApiKey], headers: &HeaderMap, needed: Right) -> Result<
     let auth = Auth {
         keys: keys.to_vec(),
         read_open: false,
+        exempt: Vec::new(),
     };
     match auth.find(presented) {
         None => Err(Problem::new(
@@ -272,7 +295,7 @@ pub fn authorize(keys: &[ApiKey], headers: &HeaderMap, needed: Right) -> Result<
 
 /// Middleware: lets a request through, or answers 401 `unauthorized` / 403 `forbidden`.
 pub(crate) async fn require(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
-    if auth.keys.is_empty() || is_open(req.uri().path()) {
+    if auth.keys.is_empty() || is_open(req.uri().path()) || auth.exempt(&req) {
         return next.run(req).await;
     }
     let reading = matches!(*req.method(), Method::GET | Method::HEAD);

@@ -18,6 +18,7 @@ mod participants;
 mod problem;
 mod replies;
 mod request_id;
+mod routes;
 mod sagas;
 mod signals;
 
@@ -31,6 +32,7 @@ pub use extract::parse_json;
 pub use openapi::openapi;
 pub use problem::{Problem, PROBLEM_JSON};
 pub use request_id::{RequestId, X_REQUEST_ID};
+pub use routes::{Access, AppRoutes, RouteRule, Routes};
 pub use sagas::traceparent;
 
 /// HTTP settings.
@@ -89,8 +91,19 @@ pub fn ops_app(state: ApiState) -> Router {
 
 /// The API router, ready to serve (e.g. `axum::serve(listener, app(state))`).
 pub fn app(state: ApiState) -> Router {
+    app_with(state, AppRoutes::none())
+}
+
+/// The API router with the apps' routes beside it, all behind one edge: request ids, the
+/// body limit and the API-key check apply to every route, and an app route asks for no key
+/// only where its table says so ([`Access`]).
+pub fn app_with(state: ApiState, apps: AppRoutes) -> Router {
     let limit = state.config.body_limit_bytes;
-    let auth = auth::Auth::new(state.config.keys.clone(), state.config.read_open);
+    let auth = auth::Auth::new(
+        state.config.keys.clone(),
+        state.config.read_open,
+        apps.table(),
+    );
     // Full paths rather than `nest`, so the 405 fallback below reaches every route.
     Router::new()
         .route("/api/v1/sagas", post(sagas::start).get(sagas::list))
@@ -120,12 +133,13 @@ pub fn app(state: ApiState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .merge(docs::routes())
         .merge(dashboard::routes())
+        .with_state(state)
+        .merge(apps.router)
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(auth, auth::require))
         .layer(axum::middleware::from_fn(request_id::propagate))
-        .with_state(state)
 }
 
 /// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC` (the CLI and the dashboard show

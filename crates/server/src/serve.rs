@@ -13,6 +13,23 @@ use sagaflow_engine::{Engine, EngineConfig};
 use crate::config::{Role, ServeArgs, ServeConfig};
 use crate::transport_url::Kind;
 
+/// Every route of the reference apps, with who may call it (the API's own routes are in its
+/// OpenAPI document: all need an API key but health, readiness, metrics and the docs).
+pub fn app_route_table() -> Vec<(&'static str, sagaflow_api::RouteRule)> {
+    let tagged = |app: &'static str, table: &[sagaflow_api::RouteRule]| {
+        table
+            .iter()
+            .map(|rule| (app, rule.clone()))
+            .collect::<Vec<_>>()
+    };
+    [
+        tagged("shop", sagaflow_shop::routes().table()),
+        tagged("social", sagaflow_social::routes().table()),
+        tagged("blog", sagaflow_blog::routes().table()),
+    ]
+    .concat()
+}
+
 /// Starts the server and runs until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs, database_url: Option<&str>) -> anyhow::Result<()> {
     let env = |k: &str| std::env::var(k).ok();
@@ -169,9 +186,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     };
     let app = match config.role {
         Role::Engine => sagaflow_api::ops_app(state),
-        // The reference apps answer at the root; the engine's API under /api/v1 (and its
-        // fallback).
-        Role::All | Role::Api => apps.merge(sagaflow_api::app(state)),
+        // The reference apps answer at the root, the engine's API under /api/v1: one
+        // router behind one edge (request ids, body limit, API keys by each route's table).
+        Role::All | Role::Api => sagaflow_api::app_with(state, apps),
     };
     let base = format!("http://{addr}");
     println!(
