@@ -700,9 +700,11 @@ pub async fn accept(
     State(state): State<ShopState>,
     Params(Accept { id_order }): Params<Accept>,
 ) -> Result<Json<Value>, Problem> {
+    // Only the shop's own order saga, parked for a courier: never any saga that happens to
+    // wait at the same step.
     let waiting = saga(&state, &id_order)
         .await?
-        .is_some_and(|s| parked_at(&s, DELIVERY));
+        .is_some_and(|s| s.definition == DEFINITION && parked_at(&s, DELIVERY));
     if !waiting {
         return Err(bad_request(
             "not_waiting_for_courier",

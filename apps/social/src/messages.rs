@@ -269,9 +269,23 @@ pub fn participant() -> Participant {
         .on_tx("settle_read", SettleRead)
 }
 
-/// The user a request is made by: `X-User-Id`, or the subject of a login token.
+/// The user a request is made by: the subject of a login token, or `X-User-Id`. With API
+/// keys configured, `X-User-Id` speaks for a user only from a service that also presents a
+/// key with `operate` (a user's own token cannot be overridden by the header).
 fn caller(state: &SocialState, headers: &HeaderMap) -> Result<String, Problem> {
     if let Some(v) = headers.get("x-user-id") {
+        sagaflow_api::authorize(&state.api_keys, headers, sagaflow_api::Right::Operate).map_err(
+            |p| {
+                Problem::new(
+                    StatusCode::from_u16(p.status).unwrap_or(StatusCode::UNAUTHORIZED),
+                    &p.code,
+                    format!(
+                        "X-User-Id acts for a user only with a service's API key ({})",
+                        p.detail
+                    ),
+                )
+            },
+        )?;
         return match v.to_str().map(str::trim) {
             Ok(id) if valid_id(id) => Ok(id.to_string()),
             _ => Err(bad_request(

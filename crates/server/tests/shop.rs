@@ -696,6 +696,73 @@ async fn postgres_flow_two_completes_or_compensates() {
     compensating_paths(Db::Postgres).await;
 }
 
+/// `PUT /delivery/accept` wakes only the shop's own order saga waiting for a courier —
+/// not another saga that waits at the same step for a signal of the same name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_courier_accepts_only_shop_orders() {
+    let shop = Shop::start(Db::Sqlite, &[]).await;
+    let def = json!({"name": "lookalike", "version": 1, "steps": [
+        {"name": "a", "kind": "compensatable", "action": "ghost.a", "compensation": "ghost.undo_a"},
+        {"name": "b", "kind": "compensatable", "action": "ghost.b", "compensation": "ghost.undo_b"},
+        {"name": "c", "kind": "pivot", "action": "ghost.c"}
+    ]});
+    let (s, v) = shop
+        .call(Method::POST, "/api/v1/definitions", None, Some(def))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = shop
+        .call(
+            Method::POST,
+            "/api/v1/sagas",
+            None,
+            Some(json!({"definition": "lookalike", "input": {}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let id = v["saga_id"].as_str().unwrap().to_string();
+    // Nobody serves `ghost`: the test answers for it, and parks step 2 for `accepted`.
+    for (key, answer) in [
+        (format!("{id}:a:1:action"), json!({"outcome": "succeeded"})),
+        (format!("{id}:b:1:action"), json!({"outcome": "succeeded"})),
+        (
+            format!("{id}:c:1:action"),
+            json!({"outcome": "park", "until": "accepted"}),
+        ),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut body = answer.clone();
+            body["key"] = json!(key);
+            let (s, v) = shop
+                .call(Method::POST, "/api/v1/replies", None, Some(body))
+                .await;
+            if s == StatusCode::ACCEPTED {
+                break;
+            }
+            // Not sent yet (the previous answer is still being decided on).
+            assert!(Instant::now() < deadline, "{key}: {s} {v}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (_, saga) = shop
+        .call(Method::GET, &format!("/api/v1/sagas/{id}"), None, None)
+        .await;
+    assert_eq!(saga["status"], "waiting", "{saga}");
+    let (s, v) = shop
+        .call(
+            Method::PUT,
+            &format!("/delivery/accept?idOrder={id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (_, saga) = shop
+        .call(Method::GET, &format!("/api/v1/sagas/{id}"), None, None)
+        .await;
+    assert_eq!(saga["status"], "waiting", "left alone: {saga}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_script_walks_the_three_waiting_paths() {
     let shop = Shop::start(Db::Sqlite, &[]).await;

@@ -149,6 +149,40 @@ async fn five_messages_under_a_cap(http: &Client, base: &str) -> (String, String
     (a, b)
 }
 
+/// With keys configured a user's own token cannot be overridden by X-User-Id: only a service
+/// holding an `operate` key speaks for a user by header.
+async fn impostors_are_refused(base: &str, a: &str, b: &str) {
+    let login: Value = Client::new()
+        .post(format!("{base}/login"))
+        .json(&json!({"id": a, "password": "pw"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().expect("a token").to_string();
+    let own = Client::new()
+        .get(format!("{base}/api/dialog"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200, "a user reads their own dialogs by token");
+    for impostor in [
+        Client::new()
+            .get(format!("{base}/api/dialog"))
+            .bearer_auth(&token)
+            .header("x-user-id", b),
+        Client::new()
+            .get(format!("{base}/api/dialog"))
+            .header("x-user-id", b),
+    ] {
+        let resp = impostor.send().await.unwrap();
+        assert_eq!(resp.status(), 401, "acting as {b} without a service key");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_with_a_counter_cap_commit_four_fail_one_and_reconcile_through_a_redis_restart() {
     let mut redis = RedisServer::start();
@@ -192,6 +226,7 @@ async fn messages_with_a_counter_cap_commit_four_fail_one_and_reconcile_through_
     .await;
 
     let (a, b) = five_messages_under_a_cap(&http, &base).await;
+    impostors_are_refused(&base, &a, &b).await;
     assert_eq!(
         (db_unread(&store, &a).await, db_unread(&store, &b).await),
         (2, 2)
