@@ -11,10 +11,11 @@ use serde::de::DeserializeOwned;
 
 /// A store failure as a 503 problem.
 pub fn store_problem(e: StoreError) -> Problem {
+    tracing::error!(error = %e, "the app's database failed while serving a request");
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "store_unavailable",
-        format!("the app's database is unavailable: {e}"),
+        sagaflow_api::HIDDEN_STORE_ERROR,
     )
 }
 

@@ -164,8 +164,12 @@ impl UnreadCache {
     /// A cache in Redis at `url` (`redis://HOST:PORT[/DB]`): an invalid URL is an error; a
     /// Redis that does not answer yet is not (the cache is skipped until it does).
     pub async fn redis(url: &str) -> Result<Self, String> {
-        let client = redis::Client::open(url)
-            .map_err(|e| format!("the Redis URL {url:?} is not valid: {e}"))?;
+        let client = redis::Client::open(url).map_err(|e| {
+            format!(
+                "the Redis URL {:?} is not valid: {e}",
+                sagaflow_core::redact_url(url)
+            )
+        })?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))

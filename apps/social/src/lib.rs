@@ -35,7 +35,7 @@ pub mod verifier;
 use cache::UnreadCache;
 
 /// How the social network behaves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SocialConfig {
     /// The key login tokens are signed with (HS256).
     pub jwt_secret: Vec<u8>,
@@ -55,6 +55,25 @@ pub struct SocialConfig {
     pub reconcile_every_secs: u64,
     /// The unread-counter cache ([`prepare`] connects it).
     pub cache: UnreadCache,
+}
+
+/// Shown without its secrets: the token key is left out and the Redis URL's password hidden.
+impl std::fmt::Debug for SocialConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocialConfig")
+            .field("jwt_secret", &"***")
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("rejection_rate", &self.rejection_rate)
+            .field("verify_timeout_ms", &self.verify_timeout_ms)
+            .field("verifier_authority", &self.verifier_authority)
+            .field(
+                "redis_url",
+                &self.redis_url.as_deref().map(sagaflow_core::redact_url),
+            )
+            .field("reconcile_every_secs", &self.reconcile_every_secs)
+            .field("cache", &self.cache)
+            .finish()
+    }
 }
 
 impl Default for SocialConfig {
@@ -236,4 +255,25 @@ async fn reconcile(
         .map_err(sagaflow_app_kit::http::store_problem)?;
     reconciliation::DriftMetrics::new(state.engine.metrics()).record(&report);
     Ok(axum::Json(report))
+}
+
+#[cfg(test)]
+mod secrets_tests {
+    use super::SocialConfig;
+
+    #[test]
+    fn the_config_shows_no_secret() {
+        let config = SocialConfig {
+            jwt_secret: b"token-signing-secret".to_vec(),
+            redis_url: Some("redis://:hunter2@127.0.0.1:6379/0".to_string()),
+            ..SocialConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            !shown.contains("116, 111, 107"),
+            "the token key's bytes: {shown}"
+        );
+        assert!(shown.contains("redis://:***@127.0.0.1:6379/0"), "{shown}");
+    }
 }

@@ -185,17 +185,7 @@ fn amqp_error(what: &str, e: lapin::Error) -> TransportError {
 
 /// The URL without its password, for messages.
 fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => match rest[..at].split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
+    sagaflow_core::redact_url(url)
 }
 
 impl AmqpTransport {

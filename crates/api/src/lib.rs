@@ -30,7 +30,7 @@ use sagaflow_engine::Engine;
 pub use auth::{authorize, hash_key, parse_sha256_hex, to_hex, ApiKey, Right, Rights, X_API_KEY};
 pub use extract::parse_json;
 pub use openapi::openapi;
-pub use problem::{Problem, PROBLEM_JSON};
+pub use problem::{Problem, HIDDEN_STORE_ERROR, PROBLEM_JSON};
 pub use request_id::{RequestId, X_REQUEST_ID};
 pub use routes::{Access, AppRoutes, RouteRule, Routes};
 pub use sagas::traceparent;

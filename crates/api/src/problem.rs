@@ -8,6 +8,10 @@ use sagaflow_engine::EngineError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// What a client is told of a database failure: the database's own words (table names,
+/// values, server versions) stay in the server's log, under the request's id.
+pub const HIDDEN_STORE_ERROR: &str = "the database failed while serving this request; the server's log has the cause under this request's X-Request-ID";
+
 /// The media type of problem responses.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -114,7 +118,12 @@ impl From<EngineError> for Problem {
                 Problem::new(StatusCode::CONFLICT, "not_awaited", detail)
             }
             EngineError::Store(StoreError::Unavailable(_)) => {
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", detail)
+                tracing::error!(error = %detail, "the store is unavailable while serving a request");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    HIDDEN_STORE_ERROR,
+                )
             }
             // The store refused the input itself: the message says what to change.
             EngineError::Store(StoreError::Invalid(_)) => {
@@ -122,7 +131,11 @@ impl From<EngineError> for Problem {
             }
             EngineError::Store(_) => {
                 tracing::error!(error = %detail, "store error while serving a request");
-                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", detail)
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_error",
+                    HIDDEN_STORE_ERROR,
+                )
             }
             EngineError::Transport(_) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,

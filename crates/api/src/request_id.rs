@@ -30,7 +30,11 @@ pub(crate) async fn propagate(mut req: Request, next: Next) -> Response {
         .map(str::to_string)
         .unwrap_or_else(fresh);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(req).await;
+    // Whatever is logged while serving it names the request, so a client's X-Request-ID
+    // finds the cause of an error it was only told the id of.
+    // At error level, so the id is on every error line whatever the log filter lets by.
+    let span = tracing::error_span!("request", request_id = %id);
+    let mut response = tracing::Instrument::instrument(next.run(req), span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }

@@ -12,6 +12,7 @@ pub mod guard;
 pub mod history;
 pub mod input;
 pub mod message;
+pub mod redact;
 pub mod retry;
 pub mod state;
 pub mod store;
@@ -29,6 +30,7 @@ pub use message::{
     cloud_event_attributes, command_topic, CloudEventAttributes, CommandPayload, Envelope,
     MessageKind, CLOUD_EVENT_SOURCE, PROTOCOL_VERSION, REPLY_TOPIC,
 };
+pub use redact::redact_url;
 pub use retry::RetryPolicy;
 pub use state::{
     evolve, fold, Failure, InFlight, SagaId, SagaState, Status, StepRecord, StepState,

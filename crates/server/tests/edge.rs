@@ -198,3 +198,41 @@ async fn with_keys_every_route_answers_only_with_the_right_it_needs() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// A database failure reaches the client as its request id, never as the database's own
+/// words. PostgreSQL refuses a NUL byte in text; the API and the shop both meet one here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_failure_is_answered_with_the_request_id_not_the_databases_words() {
+    let url = format!("{}?schema=edge_{}", support::pg_url(), fastrand::u32(..));
+    let serve = Serve::start(&url, &[]);
+    let http = Client::new();
+    let mut failures = 0;
+    for path in ["/api/v1/orders/a%00b", "/api/v1/sagas/a%00b"] {
+        let response = http
+            .get(format!("{}{path}", serve.base))
+            .header("x-request-id", "edge-req-1")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let id = response
+            .headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = response.text().await.unwrap();
+        assert_eq!(id.as_deref(), Some("edge-req-1"), "{path}");
+        if status.is_server_error() {
+            failures += 1;
+            assert!(
+                body.contains(sagaflow_api::HIDDEN_STORE_ERROR),
+                "{path}: {body}"
+            );
+            for leak in ["0x00", "UTF8", "invalid byte", "SQL", "postgres"] {
+                assert!(!body.contains(leak), "{path} leaks {leak:?}: {body}");
+            }
+        }
+    }
+    // The check needs a failing database: today the NUL byte is one on PostgreSQL (once ids
+    // are checked at the edge, issue 15's item 8, this test needs another way to fail it).
+    assert!(failures > 0, "no request made the database fail");
+}
