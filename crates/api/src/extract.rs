@@ -114,6 +114,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             "the request body is empty; send a JSON object",
         ));
     }
+    refuse_nul_in_json(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -122,6 +123,57 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     // Trailing garbage after the document is a syntax error too.
     de.end().map_err(|e| json_problem(&e, None))?;
     Ok(value)
+}
+
+/// The answer to a NUL character in an id, a path, a query or a body: no store keeps one
+/// (PostgreSQL refuses it in text), so it is refused here, the same on every store.
+fn nul_problem(where_: &str) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "nul_character",
+        format!("{where_} holds a NUL character (\\u0000), which no field may contain"),
+    )
+}
+
+/// Refuses a JSON body with a NUL character in any string or key. Cheap for every other
+/// body: the document is walked only when its text holds the escape at all.
+fn refuse_nul_in_json(bytes: &[u8]) -> Result<(), Problem> {
+    const ESCAPE: &[u8] = b"\\u0000";
+    if !bytes.windows(ESCAPE.len()).any(|w| w == ESCAPE) {
+        return Ok(());
+    }
+    fn holds_nul(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(holds_nul),
+            serde_json::Value::Object(map) => {
+                map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v))
+            }
+            _ => false,
+        }
+    }
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(v) if holds_nul(&v) => Err(nul_problem("the body")),
+        _ => Ok(()),
+    }
+}
+
+/// Middleware: a request whose path or query holds an encoded NUL (`%00`) is answered 400
+/// `nul_character` before any handler or store sees it.
+pub(crate) async fn refuse_nul(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let uri = req.uri();
+    let holds = |text: &str| text.as_bytes().windows(3).any(|w| w == b"%00");
+    if holds(uri.path()) {
+        return nul_problem("the path").into_response();
+    }
+    if uri.query().is_some_and(holds) {
+        return nul_problem("the query").into_response();
+    }
+    next.run(req).await
 }
 
 fn json_problem(error: &serde_json::Error, path: Option<String>) -> Problem {

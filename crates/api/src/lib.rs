@@ -138,6 +138,7 @@ pub fn app_with(state: ApiState, apps: AppRoutes) -> Router {
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(extract::refuse_nul))
         .layer(axum::middleware::from_fn_with_state(auth, auth::require))
         .layer(axum::middleware::from_fn(request_id::propagate))
 }

@@ -264,3 +264,44 @@ async fn hostile_input_never_gets_a_500_or_a_non_json_answer() {
     }
     api.stop().await;
 }
+
+/// A NUL character in a path, a query or any JSON string is a 400 `nul_character` on every
+/// store (PostgreSQL would refuse it deep in a query, as a 503), and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_anywhere_is_400() {
+    let api = Api::start().await;
+    for (method, uri, body) in [
+        (Method::GET, "/api/v1/sagas/a%00b", None),
+        (Method::POST, "/api/v1/sagas/a%00b/cancel", None),
+        (Method::GET, "/api/v1/sagas?definition=a%00b", None),
+        (
+            Method::POST,
+            "/api/v1/sagas",
+            Some(r#"{"definition": "order", "input": {"note": "a\u0000b"}}"#),
+        ),
+        (
+            Method::POST,
+            "/api/v1/signals",
+            Some(r#"{"signal": "go", "saga_id": "x", "payload": {"k\u0000": 1}}"#),
+        ),
+    ] {
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.unwrap_or_default()))
+            .unwrap();
+        let r = api.send(request).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{method} {uri}: {r:?}");
+        assert_eq!(r.code(), "nul_character", "{method} {uri}");
+    }
+    // A body that only mentions the escape, as text, is fine.
+    let r = api
+        .post(
+            "/api/v1/sagas",
+            json!({"definition": "order", "input": {"note": "\\u0000 is how JSON writes NUL"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{r:?}");
+    api.stop().await;
+}

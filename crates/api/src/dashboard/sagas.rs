@@ -42,7 +42,14 @@ fn parse_time(text: &str) -> Option<i64> {
     let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
     let (hh, mm) = (t.next()??, t.next()??);
     let ss = t.next().flatten().unwrap_or(0);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 59 {
+    // Years 1 to 9999 only: the arithmetic below cannot overflow on what a form can send.
+    if !(1..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&hh)
+        || !(0..=59).contains(&mm)
+        || !(0..=59).contains(&ss)
+    {
         return None;
     }
     // Days from civil (Howard Hinnant's algorithm).
@@ -258,5 +265,20 @@ mod tests {
         );
         assert_eq!(super::parse_time("2026-13-01T00:00"), None);
         assert_eq!(super::parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn wild_times_are_refused_without_overflow() {
+        for wild in [
+            "9223372036854775807-01-01T00:00",
+            "-9223372036854775808-01-01T00:00",
+            "0-01-01T00:00",
+            "10000-01-01T00:00",
+            "2026-01-01T-1:00",
+            "2026-01-01T00:-5",
+            "2026-01-01T00:00:-1",
+        ] {
+            assert_eq!(super::parse_time(wild), None, "{wild}");
+        }
     }
 }
