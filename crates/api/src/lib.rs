@@ -14,6 +14,7 @@ mod flows;
 mod health;
 mod metrics;
 mod openapi;
+mod origin;
 mod participants;
 mod problem;
 mod replies;
@@ -30,6 +31,7 @@ use sagaflow_engine::Engine;
 pub use auth::{authorize, hash_key, parse_sha256_hex, to_hex, ApiKey, Right, Rights, X_API_KEY};
 pub use extract::parse_json;
 pub use openapi::openapi;
+pub use origin::LOOPBACK_HOSTS;
 pub use problem::{Problem, HIDDEN_STORE_ERROR, PROBLEM_JSON};
 pub use request_id::{RequestId, X_REQUEST_ID};
 pub use routes::{Access, AppRoutes, RouteRule, Routes};
@@ -45,6 +47,10 @@ pub struct ApiConfig {
     pub keys: Vec<ApiKey>,
     /// With keys configured, leave GET endpoints open to anyone.
     pub read_open: bool,
+    /// The host names requests may name; `None`: any. A server open on loopback without
+    /// keys sets [`LOOPBACK_HOSTS`], so a page elsewhere cannot reach it through a DNS name
+    /// it points at 127.0.0.1.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 impl Default for ApiConfig {
@@ -53,6 +59,7 @@ impl Default for ApiConfig {
             body_limit_bytes: 1024 * 1024,
             keys: Vec::new(),
             read_open: false,
+            allowed_hosts: None,
         }
     }
 }
@@ -104,6 +111,7 @@ pub fn app_with(state: ApiState, apps: AppRoutes) -> Router {
         state.config.read_open,
         apps.table(),
     );
+    let origins = origin::Origins::new(apps.table(), state.config.allowed_hosts.clone());
     // Full paths rather than `nest`, so the 405 fallback below reaches every route.
     Router::new()
         .route("/api/v1/sagas", post(sagas::start).get(sagas::list))
@@ -140,6 +148,7 @@ pub fn app_with(state: ApiState, apps: AppRoutes) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(extract::refuse_nul))
         .layer(axum::middleware::from_fn_with_state(auth, auth::require))
+        .layer(axum::middleware::from_fn_with_state(origins, origin::guard))
         .layer(axum::middleware::from_fn(request_id::propagate))
 }
 

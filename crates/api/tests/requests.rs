@@ -305,3 +305,129 @@ async fn a_nul_character_anywhere_is_400() {
     assert_eq!(r.status, StatusCode::ACCEPTED, "{r:?}");
     api.stop().await;
 }
+
+/// Cross-site request forgery and DNS rebinding: a browser's state-changing request from
+/// another site is refused in every mode (bodiless POSTs and `text/plain` bodies too), a
+/// server open on loopback answers only for loopback names, the dashboard is never framed,
+/// and its key cookie is `Secure` behind TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_elsewhere_cannot_forge_requests_or_rebind_the_host() {
+    let api = Api::with_config(ApiConfig {
+        allowed_hosts: Some(
+            sagaflow_api::LOOPBACK_HOSTS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
+        ),
+        ..ApiConfig::default()
+    })
+    .await;
+    let id = api.start_order(json!({"park": "charge"})).await;
+    api.wait_status(&id, "waiting").await;
+    let request = |method: Method, uri: &str, headers: &[(&str, &str)], ct: Option<&str>| {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "127.0.0.1:8080");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        if let Some(ct) = ct {
+            b = b.header("content-type", ct);
+        }
+        b.body(Body::from(if ct.is_some() {
+            r#"{"definition": "order", "input": {}}"#
+        } else {
+            ""
+        }))
+        .unwrap()
+    };
+    let cancel = format!("/api/v1/sagas/{id}/cancel");
+    for (uri, headers, ct) in [
+        (
+            cancel.as_str(),
+            vec![("sec-fetch-site", "cross-site")],
+            None,
+        ),
+        (
+            cancel.as_str(),
+            vec![("origin", "http://evil.example")],
+            None,
+        ),
+        (
+            "/api/v1/sagas",
+            vec![("origin", "http://evil.example")],
+            Some("text/plain"),
+        ),
+        (
+            "/api/v1/sagas",
+            vec![("sec-fetch-site", "same-site")],
+            Some("application/json"),
+        ),
+    ] {
+        let r = api.send(request(Method::POST, uri, &headers, ct)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{uri} {headers:?}: {r:?}");
+        assert_eq!(r.code(), "cross_site");
+    }
+    let saga = api.get(&format!("/api/v1/sagas/{id}")).await;
+    assert_eq!(
+        saga.body["status"], "waiting",
+        "the forged cancel did nothing"
+    );
+    // The same from this site's own pages, or from a client that is not a browser, works.
+    let own = [
+        ("sec-fetch-site", "same-origin"),
+        ("origin", "http://127.0.0.1:8080"),
+    ];
+    let r = api
+        .send(request(
+            Method::POST,
+            "/api/v1/sagas",
+            &own,
+            Some("application/json"),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{r:?}");
+    let r = api.send(request(Method::POST, &cancel, &[], None)).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{r:?}");
+
+    // DNS rebinding: a loopback server answers only for loopback names.
+    let get = |host: &str| {
+        Request::get("/api/v1/sagas")
+            .header("host", host)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let r = api.send(get("attacker.example:8080")).await;
+    assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST, "{r:?}");
+    assert_eq!(r.code(), "unknown_host");
+    for host in ["localhost:8080", "127.0.0.1", "[::1]:8080", "app.localhost"] {
+        assert_eq!(api.send(get(host)).await.status, StatusCode::OK, "{host}");
+    }
+
+    // The dashboard is never framed; its key cookie is Secure behind a TLS proxy.
+    let (_, headers, _) = api
+        .send_raw(
+            Request::get("/")
+                .header("host", "localhost")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["content-security-policy"], "frame-ancestors 'none'");
+    for (proto, secure) in [(None, false), (Some("https"), true)] {
+        let mut b = Request::post("/ui/key")
+            .header("host", "localhost")
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(p) = proto {
+            b = b.header("x-forwarded-proto", p);
+        }
+        let (_, headers, _) = api
+            .send_raw(b.body(Body::from("key=sfk_abc")).unwrap())
+            .await;
+        let cookie = headers["set-cookie"].to_str().unwrap();
+        assert_eq!(cookie.contains("; Secure"), secure, "{proto:?}: {cookie}");
+    }
+    api.stop().await;
+}

@@ -182,6 +182,16 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             body_limit_bytes: config.body_limit,
             keys: config.api_keys.clone(),
             read_open: config.read_open,
+            // Open (no keys) on loopback: only loopback names, so a web page elsewhere
+            // cannot reach this server through a DNS name pointed at 127.0.0.1.
+            allowed_hosts: (config.api_keys.is_empty() && config.listen.ip().is_loopback()).then(
+                || {
+                    sagaflow_api::LOOPBACK_HOSTS
+                        .iter()
+                        .map(|h| h.to_string())
+                        .collect()
+                },
+            ),
         },
     };
     let app = match config.role {

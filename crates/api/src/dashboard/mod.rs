@@ -50,43 +50,30 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route("/ui/key", get(key_page).post(set_key))
         .route("/ui/assets/htmx.min.js", get(htmx))
         .route("/ui/assets/dashboard.css", get(style))
-        .route_layer(axum::middleware::from_fn(same_site_only))
+        .route_layer(axum::middleware::from_fn(no_framing))
 }
 
-/// Refuses a form posted from another site (cross-site request forgery): with no keys
-/// configured, or with the key in a cookie, nothing else would tell the operator's own click
-/// from a page elsewhere submitting to this server. Browsers say where a request comes from
-/// (`Sec-Fetch-Site`, `Origin`); a request that says nothing (curl, a script) is let through.
-async fn same_site_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if req.method() != axum::http::Method::POST {
-        return next.run(req).await;
-    }
-    let headers = req.headers();
-    let fetch_site = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let origin_host = headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(|o| o.split_once("://").map_or(o, |(_, rest)| rest));
-    let foreign = fetch_site == "cross-site"
-        || fetch_site == "same-site"
-        || origin_host.is_some_and(|o| o != "null" && o != host);
-    if foreign {
-        let page = layout(
-            "Refused",
-            "",
-            None,
-            html! { p.message.refused role="alert" { "This form was sent from another site; the dashboard only takes its own." } },
-        );
-        return (StatusCode::FORBIDDEN, page).into_response();
-    }
-    next.run(req).await
+/// The page for a form posted from another site (refused at the edge, `crate::origin`).
+pub(crate) fn refused_from_another_site() -> Response {
+    let page = layout(
+        "Refused",
+        "",
+        None,
+        html! { p.message.refused role="alert" { "This form was sent from another site; the dashboard only takes its own." } },
+    );
+    (StatusCode::FORBIDDEN, page).into_response()
+}
+
+/// The dashboard's pages are never shown inside another site's frame (clickjacking).
+async fn no_framing(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    response
 }
 
 /// A path segment, percent-encoded (ids in links may hold `/`, `?`, `#` or spaces).
@@ -296,7 +283,7 @@ struct KeyForm {
     key: String,
 }
 
-async fn set_key(Form(form): Form<KeyForm>) -> Response {
+async fn set_key(headers: axum::http::HeaderMap, Form(form): Form<KeyForm>) -> Response {
     let key = form.key.trim();
     // A key is printable ASCII; anything else cannot be a cookie value either.
     if key.is_empty()
@@ -306,9 +293,15 @@ async fn set_key(Form(form): Form<KeyForm>) -> Response {
     {
         return (StatusCode::BAD_REQUEST, key_form("That is not an API key.")).into_response();
     }
+    // Over TLS (ended by a proxy in front, which says so), the cookie never travels in clear.
+    let tls = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
     let cookie = format!(
-        "{}={key}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000",
-        crate::auth::KEY_COOKIE
+        "{}={key}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000{}",
+        crate::auth::KEY_COOKIE,
+        if tls { "; Secure" } else { "" }
     );
     match HeaderValue::from_str(&cookie) {
         Ok(v) => ([(header::SET_COOKIE, v)], Redirect::to("/")).into_response(),
