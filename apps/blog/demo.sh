@@ -76,10 +76,11 @@ article() { # TOKEN TITLE BODY: writes a draft and publishes it; sets post, slug
   [ -n "$flow" ] || fail "the publish gave no flow id: $body"
 }
 
-settle() { # SLUG: polls the article until it leaves PENDING_PUBLISH; sets status
+settle() { # SLUG TOKEN: polls the article, as its author (only the author sees a post
+  # that is not published), until it leaves PENDING_PUBLISH; sets status
   local i
   for i in $(seq 1 200); do
-    request GET "/api/articles/$1"
+    request GET "/api/articles/$1" "authorization: Bearer $2"
     expect 200
     status=$(printf '%s' "$body" | json_field status)
     if [ "$status" != PENDING_PUBLISH ]; then
@@ -166,7 +167,7 @@ say "2. The author publishes an article: moderation → preview → publication 
 for try in 1 2 3; do
   article "$author_token" "Choreography without a conductor" \
     "Moderation, preview, publication and notification, each reacting to the event before it."
-  settle "$slug"
+  settle "$slug" "$author_token"
   # Each post has its own draw: after a "no" from the draw, another post may pass.
   if [ "$status" != REJECTED ] || [ "$try" = 3 ] || ! printf '%s' "$body" | grep -q 'not approved this time'; then break; fi
   echo "  moderation's draw said no to this one (it approves 80 % by default): the author writes another"
@@ -187,7 +188,7 @@ timeline "$flow"
 
 say "3. An article breaking moderation's rules"
 article "$author_token" "Win big tonight" "Come and play at the casino, everybody wins."
-settle "$slug"
+settle "$slug" "$author_token"
 [ "$status" = REJECTED ] || fail "the casino article ended $status, expected REJECTED"
 timeline "$flow"
 

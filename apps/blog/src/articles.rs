@@ -118,9 +118,12 @@ fn not_found(key: &str) -> Problem {
 }
 
 /// `GET /api/articles/{slug}` (an id works too): the article with its status and preview.
+/// A published article is anyone's to read; any other (a draft, one pending, rejected or
+/// failed) only its author's, by bearer token — to anyone else it does not exist (404).
 pub async fn get(
     State(state): State<BlogState>,
     Path(key): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, Problem> {
     let k = key.clone();
     let post = in_tx(&state.store, move |tx| {
@@ -136,7 +139,14 @@ pub async fn get(
     })
     .await
     .map_err(store_problem)?;
-    post.map(|p| Json(view(&p))).ok_or_else(|| not_found(&key))
+    let post = post.ok_or_else(|| not_found(&key))?;
+    if post.status != posts::PUBLISHED {
+        let reader = bearer(&state, &headers).ok();
+        if reader != Some(post.author_id) {
+            return Err(not_found(&key));
+        }
+    }
+    Ok(Json(view(&post)))
 }
 
 /// `POST /api/articles/{id}/publish` (bearer, the author): 202 `{id, status, flow_id}`; 409

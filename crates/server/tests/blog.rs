@@ -103,11 +103,15 @@ async fn publish(
     (article, accepted["flow_id"].as_str().unwrap().to_string())
 }
 
-/// Polls the article until it leaves PENDING_PUBLISH.
-async fn settled(http: &Client, base: &str, slug: &str) -> Value {
+/// Polls the article, as its author, until it leaves PENDING_PUBLISH.
+async fn settled(http: &Client, base: &str, author: &User, slug: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let a = json_of(http.get(format!("{base}/api/articles/{slug}"))).await;
+        let a = json_of(
+            http.get(format!("{base}/api/articles/{slug}"))
+                .bearer_auth(&author.token),
+        )
+        .await;
         if a["status"] != "PENDING_PUBLISH" {
             return a;
         }
@@ -220,7 +224,7 @@ async fn embedded_a_post_is_published_by_choreography_and_internal_endpoints_are
     )
     .await;
     let slug = article["slug"].as_str().unwrap();
-    let done = settled(&http, &base, slug).await;
+    let done = settled(&http, &base, &author, slug).await;
     assert_eq!(done["status"], "PUBLISHED", "{done}");
     assert!(done["preview_url"]
         .as_str()
@@ -287,7 +291,28 @@ async fn embedded_a_post_is_published_by_choreography_and_internal_endpoints_are
         "Come and play at the casino.",
     )
     .await;
-    let rejected = settled(&http, &base, spam["slug"].as_str().unwrap()).await;
+    let rejected = settled(&http, &base, &author, spam["slug"].as_str().unwrap()).await;
+    // Only its author sees a post that is not published; to anyone else it does not exist.
+    let spam_url = format!("{base}/api/articles/{}", spam["slug"].as_str().unwrap());
+    let anonymous = http.get(&spam_url).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::NOT_FOUND);
+    let other = http
+        .get(&spam_url)
+        .bearer_auth(&keyless.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND, "another user");
+    let published = http
+        .get(format!("{base}/api/articles/{slug}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        published.status(),
+        StatusCode::OK,
+        "a published post is anyone's"
+    );
     assert_eq!(rejected["status"], "REJECTED");
     assert!(
         rejected["reason"].as_str().unwrap().contains("casino"),
@@ -449,7 +474,7 @@ async fn embedded_a_preview_that_always_fails_ends_in_error_through_the_dead_let
         "The renderer is down for good.",
     )
     .await;
-    let done = settled(&http, &base, article["slug"].as_str().unwrap()).await;
+    let done = settled(&http, &base, &author, article["slug"].as_str().unwrap()).await;
     assert_eq!(done["status"], "ERROR", "{done}");
     assert!(
         done["reason"].as_str().unwrap().contains("preview failed"),
@@ -519,7 +544,7 @@ async fn distributed_the_flow_crosses_processes_and_a_redelivered_event_pushes_n
     )
     .await;
     assert_eq!(
-        settled(&http, &base, article["slug"].as_str().unwrap()).await["status"],
+        settled(&http, &base, &author, article["slug"].as_str().unwrap()).await["status"],
         "PUBLISHED"
     );
     let entries = timeline(&http, &base, &flow, |e| {
