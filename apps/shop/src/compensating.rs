@@ -420,6 +420,8 @@ pub async fn create(
         ));
     }
     let mut lines = Vec::new();
+    // Products seen so far: one look-up per line, however long the list.
+    let mut seen = std::collections::HashSet::new();
     let mut total = 0i64;
     for (i, item) in items.iter().enumerate() {
         let product = match item.product_id.as_deref().map(str::trim) {
@@ -449,10 +451,7 @@ pub async fn create(
                 format!("items[{i}].price must be from 0 to {MAX_AMOUNT}, got {price}"),
             ));
         }
-        if lines
-            .iter()
-            .any(|l: &Value| l["product_id"] == product.as_str())
-        {
+        if !seen.insert(product.clone()) {
             return Err(bad_request(
                 "duplicate_product",
                 format!("items[{i}]: product {product} is listed twice; give one line per product"),
