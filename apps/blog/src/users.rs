@@ -79,9 +79,7 @@ pub async fn create(
             ))
         }
     };
-    let hash = sagaflow_app_kit::auth::hash_password_async(password)
-        .await
-        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e))?;
+    let hash = sagaflow_app_kit::auth::hash_password_async(password).await?;
     let (e, n) = (email.clone(), username.clone());
     let mut last = None;
     for _ in 0..5 {
@@ -164,7 +162,7 @@ pub async fn login(State(state): State<BlogState>, bytes: Bytes) -> Result<Json<
     // An unknown name takes as long as a wrong password.
     let matches =
         sagaflow_app_kit::auth::password_matches_async(form.password.unwrap_or_default(), stored)
-            .await;
+            .await?;
     let (Some((id, email, _)), true) = (found, matches) else {
         return Err(Problem::new(
             StatusCode::UNAUTHORIZED,

@@ -3,12 +3,15 @@
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use axum::http::StatusCode;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use sagaflow_api::Problem;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
+use tokio::sync::SemaphorePermit;
 
 /// What a token says.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -104,27 +107,56 @@ pub fn random_secret() -> String {
 /// unbounded burst of registrations or logins could exhaust memory. Others wait their turn.
 const HASHING_AT_ONCE: usize = 4;
 
+/// Requests waiting for a hash, at most, beside those hashing: past it a request is turned
+/// away at once (503 with `Retry-After`) instead of queueing without bound.
+const HASHING_WAITERS: usize = 64;
+
 fn hashing() -> &'static tokio::sync::Semaphore {
     static HASHING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
     HASHING.get_or_init(|| tokio::sync::Semaphore::new(HASHING_AT_ONCE))
 }
 
-/// [`hash_password`] on a blocking thread, a few at a time.
-pub async fn hash_password_async(password: String) -> Result<String, String> {
-    let _turn = hashing().acquire().await.map_err(|e| e.to_string())?;
+/// Places in the line for [`hashing`]: those hashing and those waiting.
+fn line() -> &'static tokio::sync::Semaphore {
+    static LINE: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    LINE.get_or_init(|| tokio::sync::Semaphore::new(HASHING_AT_ONCE + HASHING_WAITERS))
+}
+
+fn busy() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "too many passwords are being checked right now; try again in a second",
+    )
+    .retry_after(1)
+}
+
+/// A turn to hash: a place in the line (or [`busy`] at once), then one of the few hashers.
+async fn turn() -> Result<(SemaphorePermit<'static>, SemaphorePermit<'static>), Problem> {
+    let place = line().try_acquire().map_err(|_| busy())?;
+    let hasher = hashing().acquire().await.map_err(|_| busy())?;
+    Ok((place, hasher))
+}
+
+/// [`hash_password`] on a blocking thread, a few at a time; 503 `busy` when too many wait.
+pub async fn hash_password_async(password: String) -> Result<String, Problem> {
+    let _turn = turn().await?;
+    let failed = |e: String| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e);
     tokio::task::spawn_blocking(move || hash_password(&password))
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(failed)
 }
 
 /// [`password_matches`] on a blocking thread, a few at a time. With no stored hash (an
 /// unknown account) it checks against a fixed hash anyway, so the answer takes as long
 /// either way and does not tell which accounts exist.
-pub async fn password_matches_async(password: String, stored: Option<String>) -> bool {
+pub async fn password_matches_async(
+    password: String,
+    stored: Option<String>,
+) -> Result<bool, Problem> {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let Ok(_turn) = hashing().acquire().await else {
-        return false;
-    };
+    let _turn = turn().await?;
     let known = stored.is_some();
     let stored = stored.unwrap_or_else(|| {
         DUMMY
@@ -134,12 +166,33 @@ pub async fn password_matches_async(password: String, stored: Option<String>) ->
     let matches = tokio::task::spawn_blocking(move || password_matches(&password, &stored))
         .await
         .unwrap_or(false);
-    known && matches
+    Ok(known && matches)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_full_line_is_turned_away_at_once_with_retry_after() {
+        // Every place in the line taken: the next request does not wait.
+        let places = line()
+            .try_acquire_many((HASHING_AT_ONCE + HASHING_WAITERS) as u32)
+            .expect("the line is free");
+        let refused = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            hash_password_async("pw".into()),
+        )
+        .await
+        .expect("answered at once");
+        let problem = refused.expect_err("busy");
+        assert_eq!((problem.status, problem.code.as_str()), (503, "busy"));
+        assert_eq!(problem.retry_after_secs, Some(1));
+        let refused = password_matches_async("pw".into(), None).await;
+        assert_eq!(refused.expect_err("busy").code, "busy");
+        drop(places);
+        assert!(hash_password_async("pw".into()).await.is_ok());
+    }
 
     #[test]
     fn tokens_verify_and_refuse_tampering_other_keys_and_expiry() {

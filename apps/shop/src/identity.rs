@@ -65,9 +65,7 @@ pub async fn register(
             format!("{email:?} is not an email address"),
         ));
     }
-    let hash = hash_password_async(password)
-        .await
-        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e))?;
+    let hash = hash_password_async(password).await?;
     let id = uuid::Uuid::now_v7().to_string();
     let (e, u, ro) = (email.clone(), username.clone(), role.clone());
     let created = in_tx(&state.store, move |tx| {
@@ -135,7 +133,7 @@ pub async fn login(State(state): State<ShopState>, bytes: Bytes) -> Result<Json<
     let found = rows.first().map(|row| (text(row, 0), text(row, 1)));
     let stored = found.as_ref().map(|(_, hash)| hash.clone());
     // An unknown email takes as long as a wrong password: the answer tells nothing more.
-    if !password_matches_async(password, stored).await {
+    if !password_matches_async(password, stored).await? {
         return Err(bad());
     }
     let Some((id, _)) = found else {

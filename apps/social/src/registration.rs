@@ -128,9 +128,7 @@ pub async fn register(
         Some(p) if !p.is_empty() => p,
         _ => return Err(bad_request("missing_field", "password is required")),
     };
-    let hash = sagaflow_app_kit::auth::hash_password_async(password)
-        .await
-        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e))?;
+    let hash = sagaflow_app_kit::auth::hash_password_async(password).await?;
     let user_id = uuid::Uuid::now_v7().to_string();
     let (first, second, birth) = (
         r.first_name.unwrap_or_default(),
@@ -227,7 +225,7 @@ pub async fn login(State(state): State<SocialState>, bytes: Bytes) -> Result<Jso
         .map(|row| (text(row, 0), int(row, 1), text(row, 2)));
     let stored = found.as_ref().map(|(hash, _, _)| hash.clone());
     // An unknown id takes as long as a wrong password: the answer tells nothing more.
-    if !sagaflow_app_kit::auth::password_matches_async(password, stored).await {
+    if !sagaflow_app_kit::auth::password_matches_async(password, stored).await? {
         return Err(bad());
     }
     let Some((_, status, reason)) = found else {

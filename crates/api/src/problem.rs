@@ -29,6 +29,10 @@ pub struct Problem {
     pub detail: String,
     /// The stable machine-readable code (snake_case), e.g. `saga_not_found`.
     pub code: String,
+    /// Sent as `Retry-After` (seconds), not in the body.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub retry_after_secs: Option<u64>,
 }
 
 impl Problem {
@@ -40,7 +44,14 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             code: code.to_string(),
+            retry_after_secs: None,
         }
+    }
+
+    /// The same, telling the client to try again after `secs` seconds (`Retry-After`).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     /// 400 `bad_filter`: a list parameter that cannot be used, named in the detail.
@@ -70,10 +81,16 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status_code();
+        let retry_after = self.retry_after_secs;
         let mut response = (status, axum::Json(self)).into_response();
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
     }
 }
