@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod connections;
 pub mod definition_files;
 pub mod demo;
 pub mod drill;

@@ -239,10 +239,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             config.api_keys.len()
         );
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(crate::drill::shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    crate::connections::serve(listener, app, crate::drill::shutdown_signal()).await;
     // Stop taking work, finish the decisions in hand, then let the participants finish.
     if let Some(job) = reconciliation {
         job.abort();
