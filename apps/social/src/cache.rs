@@ -67,6 +67,9 @@ end
 return 1
 "#;
 
+/// Users the in-process cache holds at most, so memory stays bounded however many read.
+pub const MEMORY_USERS: usize = 10_000;
+
 #[derive(Debug, Default)]
 struct Entry {
     loaded: bool,
@@ -244,6 +247,13 @@ impl UnreadCache {
             Backend::Off => {}
             Backend::Memory(map) => {
                 let mut map = map.write().unwrap_or_else(|p| p.into_inner());
+                if map.len() >= MEMORY_USERS && !map.contains_key(user) {
+                    // Full: make room by forgetting one user (any: the cache is only a
+                    // shortcut; that user's next read goes to the database).
+                    if let Some(other) = map.keys().next().cloned() {
+                        map.remove(&other);
+                    }
+                }
                 let entry = map.entry(user.to_string()).or_default();
                 for c in counters {
                     let newer = entry
@@ -346,6 +356,29 @@ mod tests {
             unread,
             version,
         }
+    }
+
+    #[tokio::test]
+    async fn the_memory_cache_holds_a_bounded_number_of_users() {
+        let cache = UnreadCache::memory();
+        for i in 0..MEMORY_USERS + 500 {
+            cache
+                .merge(&format!("u{i}"), &[counter("d", 1, 1)], true)
+                .await;
+        }
+        let Backend::Memory(map) = &cache.backend else {
+            unreachable!()
+        };
+        assert_eq!(map.read().unwrap().len(), MEMORY_USERS);
+        // The newest is there; an evicted user is a miss, read from the database again.
+        assert!(cache
+            .get(&format!("u{}", MEMORY_USERS + 499))
+            .await
+            .is_some());
+        let misses = (0..MEMORY_USERS + 500)
+            .filter(|i| map.read().unwrap().get(&format!("u{i}")).is_none())
+            .count();
+        assert_eq!(misses, 500);
     }
 
     #[tokio::test]
