@@ -502,6 +502,14 @@ async fn bad_answers_are_failed_attempts_with_the_reason_never_a_stuck_saga() {
     rig.engine.shutdown().await;
 }
 
+/// One pivot step, `svc.go`.
+fn one_pivot() -> Definition {
+    Definition::builder("one", 1)
+        .step(Step::pivot("go", "svc.go"))
+        .build()
+        .unwrap()
+}
+
 fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
@@ -513,10 +521,7 @@ async fn calls_stay_within_max_in_flight() {
         StatusCode::OK.into_response()
     })
     .await;
-    let def = Definition::builder("one", 1)
-        .step(Step::pivot("go", "svc.go"))
-        .build()
-        .unwrap();
+    let def = one_pivot();
     let service = HttpService::new("svc", &url)
         .unwrap()
         .max_in_flight(2)
@@ -685,10 +690,7 @@ async fn a_restarted_engine_sends_the_same_key_again() {
         StatusCode::OK.into_response()
     })
     .await;
-    let def = Definition::builder("one", 1)
-        .step(Step::pivot("go", "svc.go"))
-        .build()
-        .unwrap();
+    let def = one_pivot();
     let rig = rig(
         vec![def.clone()],
         vec![HttpService::new("svc", &url).unwrap()],

@@ -133,6 +133,19 @@ fn json_logs_are_one_object_per_line_with_the_saga_id() {
     assert!(!bad.status.success());
 }
 
+/// `serve` on `db` with the definitions of `dir`, run to its end (a refusal).
+fn serve_with_definitions(db: &str, dir: &std::path::Path) -> Output {
+    sagaflow(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        db,
+        "--definitions",
+        dir.to_str().unwrap(),
+    ])
+}
+
 /// Definition files as a person checks them: `definitions validate` passes a good file and
 /// names the file, the step and the reason of a bad one; `serve --definitions` refuses to
 /// start on a directory holding the bad one, saying the same.
@@ -177,15 +190,7 @@ fn bad_definition_files_are_refused_naming_the_file_the_step_and_the_reason() {
     );
 
     let db = format!("sqlite://{}", dir.path().join("s.db").display());
-    let out = sagaflow(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        &db,
-        "--definitions",
-        defs.to_str().unwrap(),
-    ]);
+    let out = serve_with_definitions(&db, &defs);
     let (stdout, stderr) = text(&out);
     assert!(
         !out.status.success(),
@@ -204,15 +209,7 @@ fn bad_definition_files_are_refused_naming_the_file_the_step_and_the_reason() {
         "name: order\nversion: 1\nsteps:\n  - name: ship\n    kind: pivot\n    action: delivery.ship\n",
     )
     .unwrap();
-    let out = sagaflow(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        &db,
-        "--definitions",
-        defs.to_str().unwrap(),
-    ]);
+    let out = serve_with_definitions(&db, &defs);
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "serve started: {stdout}");
     assert!(
