@@ -163,9 +163,17 @@ pub struct CloudEventAttributes {
     pub request_id: Option<String>,
     /// The saga, as the `sagaflowsagaid` extension attribute.
     pub saga_id: Option<String>,
+    /// An event's correlation id (not a header; transports that partition use it as the key).
+    pub correlation_id: Option<String>,
 }
 
 impl CloudEventAttributes {
+    /// What keeps related messages in order on a partitioned transport: the saga id, or for
+    /// an event outside a saga its correlation id.
+    pub fn ordering_key(&self) -> Option<&str> {
+        self.saga_id.as_deref().or(self.correlation_id.as_deref())
+    }
+
     /// The attributes of an envelope.
     pub fn of(envelope: &Envelope) -> Self {
         CloudEventAttributes {
@@ -175,6 +183,7 @@ impl CloudEventAttributes {
             traceparent: envelope.traceparent.clone(),
             request_id: envelope.request_id.clone(),
             saga_id: envelope.saga_id.clone(),
+            correlation_id: envelope.correlation_id.clone(),
         }
     }
 
@@ -226,6 +235,8 @@ struct Head {
     traceparent: Option<String>,
     #[serde(default)]
     request_id: Option<String>,
+    #[serde(default)]
+    correlation_id: Option<String>,
 }
 
 /// The CloudEvents attributes of an envelope's bytes; `None` for a body that is not an
@@ -239,6 +250,7 @@ pub fn cloud_event_attributes(body: &[u8]) -> Option<CloudEventAttributes> {
         traceparent: head.traceparent,
         request_id: head.request_id,
         saga_id: head.saga_id,
+        correlation_id: head.correlation_id,
     })
 }
 

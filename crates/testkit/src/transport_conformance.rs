@@ -1,5 +1,5 @@
-//! The Transport conformance suite: the in-memory bus, NATS JetStream and RabbitMQ pass the
-//! same checks of what `sagaflow_core::transport` promises.
+//! The Transport conformance suite: the in-memory bus, NATS JetStream, RabbitMQ and Kafka
+//! pass the same checks of what `sagaflow_core::transport` promises.
 //!
 //! An adapter's test file implements [`TransportUnderTest`] and expands one test per check:
 //!
@@ -358,6 +358,98 @@ pub async fn one_consumer_sees_publish_order(t: &dyn TransportUnderTest) {
     assert_eq!(got, sent, "messages out of publish order");
 }
 
+/// A command envelope of saga `saga`, numbered `n` (its payload), as bytes.
+fn saga_message(topic: &str, saga: &str, n: usize) -> (String, Vec<u8>) {
+    let envelope = sagaflow_core::Envelope {
+        message_id: format!("{topic}/{saga}/{n}"),
+        saga_id: Some(saga.to_string()),
+        payload: serde_json::json!({ "n": n }),
+        ..traced_command("conformance.step")
+    };
+    (envelope.message_id.clone(), envelope.to_bytes())
+}
+
+/// The (saga, n) of a body [`saga_message`] made.
+fn saga_and_number(d: &Delivery) -> (String, u64) {
+    let envelope = sagaflow_core::Envelope::from_bytes(&d.body).expect("an envelope");
+    (
+        envelope.saga_id.unwrap_or_default(),
+        envelope.payload["n"].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
+/// One saga's messages, interleaved with other sagas' on one topic, reach a consumer that
+/// settles each before the next in the order they were published (on a partitioned
+/// transport the saga id is what keeps them together).
+pub async fn one_sagas_messages_keep_their_order(t: &dyn TransportUnderTest) {
+    let bus = t.connect(RecordingSink::new()).await;
+    let topic = unique_topic("saga-order");
+    let mut sub = bus.subscribe(&topic, "g").await.expect("subscribe");
+    let sagas = ["saga-a", "saga-b", "saga-c", "saga-d"];
+    let per_saga = 8;
+    for n in 0..per_saga {
+        for saga in sagas {
+            let (id, body) = saga_message(&topic, saga, n);
+            bus.publish(&topic, &id, body).await.expect("publish");
+        }
+    }
+    let mut seen: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for _ in 0..sagas.len() * per_saga {
+        let d = next_within(&mut sub, "the sagas' messages").await;
+        let (saga, n) = saga_and_number(&d);
+        seen.entry(saga).or_default().push(n);
+        d.ack().await;
+    }
+    let expected: Vec<u64> = (0..per_saga as u64).collect();
+    for saga in sagas {
+        assert_eq!(
+            seen.get(saga),
+            Some(&expected),
+            "{saga}'s messages out of order: {seen:?}"
+        );
+    }
+}
+
+/// Two members of a group; one dies holding deliveries it never settled: the other takes its
+/// share over, and every message is delivered to it (a Kafka rebalance, a NATS ack timeout,
+/// a RabbitMQ channel closing).
+pub async fn a_member_that_dies_hands_its_messages_over(t: &dyn TransportUnderTest) {
+    let bus = t.connect(RecordingSink::new()).await;
+    let topic = unique_topic("rebalance");
+    let mut dying = bus
+        .subscribe(&topic, "g")
+        .await
+        .expect("subscribe the dying member");
+    let mut survivor = bus
+        .subscribe(&topic, "g")
+        .await
+        .expect("subscribe the survivor");
+    let n = 24;
+    let mut sent = BTreeSet::new();
+    for i in 0..n {
+        let (id, body) = saga_message(&topic, &format!("saga-{i}"), i);
+        bus.publish(&topic, &id, body).await.expect("publish");
+        sent.insert(i as u64);
+    }
+    // The dying member takes what comes to it within a moment, and dies holding it.
+    let mut held = Vec::new();
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(500), dying.next()).await {
+        held.push(d);
+        if held.len() == 4 {
+            break;
+        }
+    }
+    drop(held);
+    drop(dying);
+    let mut got = BTreeSet::new();
+    while got.len() < sent.len() {
+        let d = next_within(&mut survivor, "every message, the dead member's too").await;
+        got.insert(saga_and_number(&d).1);
+        d.ack().await;
+    }
+    assert_eq!(got, sent);
+}
+
 /// Members of one group share its messages: each goes to exactly one of them.
 pub async fn a_group_shares_messages_among_its_members(t: &dyn TransportUnderTest) {
     let bus = t.connect(RecordingSink::new()).await;
@@ -486,6 +578,8 @@ macro_rules! transport_conformance_tests {
             duplicate_publish_is_delivered_once,
             one_consumer_sees_publish_order,
             a_group_shares_messages_among_its_members,
+            one_sagas_messages_keep_their_order,
+            a_member_that_dies_hands_its_messages_over,
             exhausted_deliveries_go_to_the_dead_letters
         );
     };
