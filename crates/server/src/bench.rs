@@ -37,7 +37,7 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-    /// How engine and participant talk: memory, nats://HOST:PORT or amqp://… (a broker run
+    /// How engine and participant talk: memory, nats://HOST:PORT, amqp://… or kafka://HOST:PORT (a broker run
     /// gets a namespace of its own unless the URL names one).
     #[arg(long, default_value = "memory")]
     pub transport: String,

@@ -44,7 +44,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub role: Option<String>,
     /// How engine and participants talk: `memory` (in this process), `nats://HOST:PORT`
-    /// (NATS JetStream) or `amqp://USER:PASS@HOST:PORT/VHOST` (RabbitMQ)
+    /// (NATS JetStream), `amqp://USER:PASS@HOST:PORT/VHOST` (RabbitMQ) or
+    /// `kafka://HOST:PORT` (Kafka)
     /// [env: SAGAFLOW_TRANSPORT] [toml: transport] [default: memory].
     #[arg(long)]
     pub transport: Option<String>,
@@ -130,7 +131,7 @@ pub struct ServeConfig {
     pub read_open: bool,
     /// What this process does.
     pub role: Role,
-    /// The transport URL (`memory`, `nats://…`, `amqp://…`).
+    /// The transport URL (`memory`, `nats://…`, `amqp://…`, `kafka://…`).
     pub transport: String,
     /// Redis for the social app's counter cache.
     pub redis_url: Option<String>,
@@ -313,7 +314,7 @@ pub fn resolve(
     if role != Role::All {
         if transport == crate::transport_url::DEFAULT_TRANSPORT {
             bail!(
-                "--role {} needs a broker that other processes reach: set --transport to nats://… or amqp://… (the transport is memory, from {transport_source})",
+                "--role {} needs a broker that other processes reach: set --transport to nats://…, amqp://… or kafka://… (the transport is memory, from {transport_source})",
                 role.as_str()
             );
         }

@@ -19,7 +19,7 @@ pub struct ParticipantArgs {
     /// Run only these services of the application (repeatable); all of them by default.
     #[arg(long = "service")]
     pub services: Vec<String>,
-    /// The broker: `nats://HOST:PORT` or `amqp://USER:PASS@HOST:PORT/VHOST`
+    /// The broker: `nats://HOST:PORT`, `amqp://USER:PASS@HOST:PORT/VHOST` or `kafka://HOST:PORT`
     /// [env: SAGAFLOW_TRANSPORT].
     #[arg(long, env = "SAGAFLOW_TRANSPORT")]
     pub transport: String,
@@ -32,7 +32,7 @@ pub struct ParticipantArgs {
 /// Runs the participants until SIGINT or SIGTERM.
 pub async fn run(args: ParticipantArgs, database_url: &str) -> anyhow::Result<()> {
     if crate::transport_url::kind(&args.transport).map_err(anyhow::Error::msg)? == Kind::Memory {
-        bail!("a participant process needs a broker the engine reaches: --transport nats://… or amqp://…");
+        bail!("a participant process needs a broker the engine reaches: --transport nats://…, amqp://… or kafka://…");
     }
     let store = crate::store_url::open(database_url).await?;
     let mut subscribers = Vec::new();

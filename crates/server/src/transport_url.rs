@@ -1,6 +1,6 @@
 //! Opens the transport a `--transport` names: `memory` (the in-process bus, the default),
-//! `nats://HOST:PORT` (NATS JetStream) or `amqp://USER:PASS@HOST:PORT/VHOST` (RabbitMQ),
-//! either with an optional `?namespace=NAME`. Messages that exhaust their deliveries go to the
+//! `nats://HOST:PORT` (NATS JetStream), `amqp://USER:PASS@HOST:PORT/VHOST` (RabbitMQ) or
+//! `kafka://HOST:PORT[,HOST:PORT…]` (Kafka), each with an optional `?namespace=NAME`. Messages that exhaust their deliveries go to the
 //! store's dead letters.
 
 use std::sync::Arc;
@@ -24,6 +24,8 @@ pub enum Kind {
     Nats,
     /// RabbitMQ.
     Amqp,
+    /// Kafka.
+    Kafka,
 }
 
 /// Classifies a transport URL.
@@ -34,9 +36,11 @@ pub fn kind(url: &str) -> Result<Kind, String> {
         Ok(Kind::Nats)
     } else if url.starts_with("amqp://") {
         Ok(Kind::Amqp)
+    } else if url.starts_with("kafka://") {
+        Ok(Kind::Kafka)
     } else {
         Err(format!(
-            "{url:?} is not a transport; use memory, nats://HOST:PORT or amqp://USER:PASS@HOST:PORT/VHOST"
+            "{url:?} is not a transport; use memory, nats://HOST:PORT, amqp://USER:PASS@HOST:PORT/VHOST or kafka://HOST:PORT"
         ))
     }
 }
@@ -117,6 +121,24 @@ pub async fn open_with(
                 .with_context(|| format!("connecting to {}", crate::store_url::redact(url)))?;
             Ok(Arc::new(t))
         }
+        Kind::Kafka => {
+            let (brokers, namespace) = split_namespace(url)?;
+            let config = sagaflow_kafka::KafkaConfig {
+                max_deliver: MAX_DELIVER,
+                namespace,
+                // Members join their groups in the background: a process subscribes to many
+                // topics and each join takes the broker's rebalance delay (3 s). A message
+                // published meanwhile waits for the group; one delivered twice in the
+                // first rebalance is handled once (the inbox).
+                join_wait: std::time::Duration::ZERO,
+                ..sagaflow_kafka::KafkaConfig::new(&brokers)
+            };
+            // No connection is made here: with the brokers away, the process starts, says
+            // why in its log and answers /readyz 503 until they are back.
+            let t = sagaflow_kafka::KafkaTransport::connect(config, dead_letters)
+                .with_context(|| format!("Kafka at {}", crate::store_url::redact(url)))?;
+            Ok(Arc::new(t))
+        }
     }
 }
 
@@ -132,7 +154,8 @@ mod tests {
             kind("amqp://guest:guest@127.0.0.1:5672/%2f"),
             Ok(Kind::Amqp)
         );
-        assert!(kind("kafka://x").unwrap_err().contains("nats://"));
+        assert_eq!(kind("kafka://127.0.0.1:9092"), Ok(Kind::Kafka));
+        assert!(kind("kfk://x").unwrap_err().contains("kafka://"));
         let (server, ns) = split_namespace("nats://h:4222?namespace=team-a").unwrap();
         assert_eq!(
             (server.as_str(), ns.as_deref()),

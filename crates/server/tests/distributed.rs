@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use sagaflow_core::{Envelope, MessageKind, Store, REPLY_TOPIC};
 use sagaflow_engine::{Engine, EngineConfig, MemoryBus, StartSaga};
-use sagaflow_testkit::brokers::{free_port, wait_for_port, NatsServer};
+use sagaflow_testkit::brokers::{free_port, wait_for_port, KafkaBroker, NatsServer};
 use sagaflow_testkit::fault_proxy::FaultProxy;
 use serde_json::json;
 
@@ -37,7 +37,15 @@ fn spawn(args: &[&str]) -> Proc {
 /// other tests' runs, so a run there works in a namespace of its own.
 enum Broker {
     Nats(NatsServer),
-    Amqp { namespace: String },
+    Amqp {
+        namespace: String,
+    },
+    /// A private Tansu on `port`, started behind the fault proxy (it must advertise the
+    /// proxy's port, so that every connection a client makes goes through it).
+    Kafka {
+        port: u16,
+        server: Option<KafkaBroker>,
+    },
 }
 
 impl Broker {
@@ -45,6 +53,14 @@ impl Broker {
         match self {
             Broker::Nats(s) => s.port,
             Broker::Amqp { .. } => 5672,
+            Broker::Kafka { port, .. } => *port,
+        }
+    }
+
+    /// Starts a broker that must know the proxy in front of it.
+    fn start_behind(&mut self, proxy_port: u16) {
+        if let Broker::Kafka { port, server } = self {
+            *server = Some(KafkaBroker::start_advertising(*port, proxy_port));
         }
     }
 
@@ -54,6 +70,7 @@ impl Broker {
             Broker::Amqp { namespace } => {
                 format!("amqp://guest:guest@127.0.0.1:{port}/%2f?namespace={namespace}")
             }
+            Broker::Kafka { .. } => format!("kafka://127.0.0.1:{port}"),
         }
     }
 
@@ -63,6 +80,9 @@ impl Broker {
             Broker::Amqp { .. } => {
                 sagaflow_testkit::brokers::restart_rabbitmq().expect("restart RabbitMQ")
             }
+            // Tansu keeps its data in memory only: a restart would lose what it holds, which
+            // no broker configured for durability does. The network faults still apply.
+            Broker::Kafka { .. } => eprintln!("(Tansu has memory storage only: not restarted)"),
         }
     }
 }
@@ -102,6 +122,7 @@ async fn run(mut broker: Broker) {
     let schema = format!("distributed_{}", fastrand::u32(..));
     let pg_proxy = FaultProxy::start(PG_PORT);
     let broker_proxy = FaultProxy::start(broker.port());
+    broker.start_behind(broker_proxy.port);
     let direct_pg = format!("{}?schema={schema}", pg_url());
     let proxied_pg = via_port(&direct_pg, PG_PORT, pg_proxy.port);
     let proxied_broker = broker.url_via(broker_proxy.port);
@@ -313,6 +334,15 @@ async fn over_amqp_engines_die_the_broker_restarts_connections_break_and_every_s
 ) {
     run(Broker::Amqp {
         namespace: format!("distributed{}", fastrand::u32(..)),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_kafka_engines_die_connections_break_and_every_saga_ends_exactly_once() {
+    run(Broker::Kafka {
+        port: free_port(),
+        server: None,
     })
     .await;
 }
