@@ -621,12 +621,12 @@ mod tests {
         let e = resolve(
             &ServeArgs::default(),
             None,
-            &env_of(&[("SAGAFLOW_TRANSPORT", "kafka://x")]),
+            &env_of(&[("SAGAFLOW_TRANSPORT", "mqtt://x")]),
         )
         .unwrap_err()
         .to_string();
         assert!(
-            e.starts_with("SAGAFLOW_TRANSPORT:") && e.contains("nats://"),
+            e.starts_with("SAGAFLOW_TRANSPORT:") && e.contains("nats://") && e.contains("kafka://"),
             "{e}"
         );
     }
