@@ -1,5 +1,7 @@
 //! `X-Request-ID`: taken from the request (or made up), recorded on the saga a request
-//! starts, and echoed on every response so a caller can find its request in the logs.
+//! starts (through any route: the id and `traceparent` are the engine's
+//! [`Caller`] while the request is served), and echoed on every response so a caller can
+//! find its request in the logs.
 
 use std::convert::Infallible;
 
@@ -8,6 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use sagaflow_engine::caller::Caller;
 
 /// The header's name.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -30,11 +33,17 @@ pub(crate) async fn propagate(mut req: Request, next: Next) -> Response {
         .map(str::to_string)
         .unwrap_or_else(fresh);
     req.extensions_mut().insert(RequestId(id.clone()));
+    // A saga any route starts while serving it carries its ids in every message.
+    let caller = Caller {
+        request_id: Some(id.clone()),
+        traceparent: crate::sagas::traceparent(req.headers()),
+    };
     // Whatever is logged while serving it names the request, so a client's X-Request-ID
     // finds the cause of an error it was only told the id of.
     // At error level, so the id is on every error line whatever the log filter lets by.
     let span = tracing::error_span!("request", request_id = %id);
-    let mut response = tracing::Instrument::instrument(next.run(req), span).await;
+    let handled = tracing::Instrument::instrument(next.run(req), span);
+    let mut response = sagaflow_engine::caller::serve_for(caller, handled).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }

@@ -452,8 +452,14 @@ impl Engine {
         rx.await.map_err(|_| EngineError::ShuttingDown)
     }
 
-    /// Starts a saga; returns once its start is committed.
-    pub async fn start_saga(&self, request: StartSaga) -> Result<Started, EngineError> {
+    /// Starts a saga; returns once its start is committed. A request id or trace context the
+    /// start leaves unset is the [caller](crate::caller)'s being served, if any.
+    pub async fn start_saga(&self, mut request: StartSaga) -> Result<Started, EngineError> {
+        if let Some(caller) = crate::caller::current() {
+            let meta = &mut request.meta;
+            meta.request_id = meta.request_id.take().or(caller.request_id);
+            meta.traceparent = meta.traceparent.take().or(caller.traceparent);
+        }
         let def = self
             .shared
             .registry

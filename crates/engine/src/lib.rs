@@ -8,6 +8,7 @@
 
 mod applier;
 mod bus;
+pub mod caller;
 mod clock;
 mod dead_letters;
 mod engine;
