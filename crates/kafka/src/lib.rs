@@ -136,6 +136,8 @@ struct Inner {
     admin: AdminClient<DefaultClientContext>,
     /// Topics known to exist.
     topics: Mutex<HashSet<String>>,
+    /// Held while topics are created.
+    creating: tokio::sync::Mutex<()>,
     dead_letters: DeadLetters,
 }
 
@@ -181,6 +183,7 @@ impl KafkaTransport {
                 producer: Mutex::new(producer),
                 admin,
                 topics: Mutex::new(HashSet::new()),
+                creating: tokio::sync::Mutex::new(()),
                 dead_letters,
             }),
         })
@@ -194,6 +197,28 @@ impl KafkaTransport {
                 .iter()
                 .copied()
                 .filter(|n| !known.contains(*n))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // One creation at a time in this process, and only once the broker has said which
+        // topics it lacks: while it is away this fails fast, and no CreateTopics requests
+        // pile up in the client to reach it all at once when it is back (Tansu's memory
+        // storage can give a topic created twice at once two ids, and consumers holding the
+        // lost one fetch by an id the broker no longer knows).
+        let _one_at_a_time = self.inner.creating.lock().await;
+        let existing = self.existing_topics().await?;
+        let missing: Vec<&str> = {
+            let mut known = self.inner.topics.lock().unwrap_or_else(|p| p.into_inner());
+            missing
+                .into_iter()
+                .filter(|n| {
+                    if existing.contains(*n) {
+                        known.insert(n.to_string());
+                    }
+                    !known.contains(*n)
+                })
                 .collect()
         };
         if missing.is_empty() {
@@ -225,6 +250,21 @@ impl KafkaTransport {
             }
         }
         Ok(())
+    }
+
+    /// The topics the broker has.
+    async fn existing_topics(&self) -> Result<HashSet<String>, TransportError> {
+        let producer = self.producer();
+        let brokers = self.inner.config.brokers.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map(|m| m.topics().iter().map(|t| t.name().to_string()).collect())
+                .map_err(|e| unavailable(&format!("Kafka at {brokers}"), e))
+        })
+        .await
+        .map_err(|e| unavailable("Kafka metadata", e))?
     }
 
     /// Forgets that a topic exists (a broker that lost its data answered "unknown topic"),

@@ -212,9 +212,10 @@ impl KafkaSubscription {
             assigned_tx,
         ));
         let join_wait = transport.config().join_wait;
-        if tokio::time::timeout(join_wait, assigned.wait_for(|a| *a))
-            .await
-            .is_err()
+        if !join_wait.is_zero()
+            && tokio::time::timeout(join_wait, assigned.wait_for(|a| *a))
+                .await
+                .is_err()
         {
             tracing::warn!(target: "sagaflow_kafka", topic, group, "the consumer group gave this member no partitions within {join_wait:?}; it keeps trying");
         }
@@ -342,10 +343,19 @@ async fn consume(
 ) {
     let topics: Vec<&str> = consumers.iter().map(|(_, t, _)| t.as_str()).collect();
     let mut backoff = Duration::from_millis(200);
+    let mut failed = 0u32;
     while let Err(e) = transport.ensure_topics(&topics).await {
-        tracing::warn!(target: "sagaflow_kafka", topics = ?topics, error = %e, ?backoff, "cannot create the topics yet; retrying");
+        if failed == 0 {
+            tracing::warn!(target: "sagaflow_kafka", topics = ?topics, error = %e, "cannot create the topics yet; retrying until the broker answers");
+        } else {
+            tracing::debug!(target: "sagaflow_kafka", topics = ?topics, error = %e, ?backoff, "cannot create the topics yet");
+        }
+        failed += 1;
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+    if failed > 0 {
+        tracing::info!(target: "sagaflow_kafka", topics = ?topics, "the broker answered: consuming");
     }
     let [(main_from, main_topic, main_group), (retry_from, retry_topic, retry_group)] = consumers;
     let main = match consumer(&transport, &main_topic, &main_group, Some(assigned)) {
