@@ -105,7 +105,7 @@ impl Member {
         assigned: Option<watch::Sender<bool>>,
     ) -> Member {
         Member {
-            logged: Logged::default(),
+            logged: Logged,
             offsets,
             assigned,
         }

@@ -152,7 +152,7 @@ fn producer(config: &KafkaConfig) -> Result<FutureProducer<Logged>, KafkaError> 
             "message.timeout.ms",
             config.publish_timeout.as_millis().to_string(),
         );
-    c.create_with_context(Logged::default())
+    c.create_with_context(Logged)
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> TransportError {
