@@ -51,6 +51,9 @@ pub use headers::KAFKA_CLOUD_EVENT_PREFIX;
 use context::Logged;
 use names::Names;
 
+/// The default [`KafkaConfig::fetch_wait`].
+const DEFAULT_FETCH_WAIT: Duration = Duration::from_millis(100);
+
 /// How the transport uses the brokers.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -78,6 +81,11 @@ pub struct KafkaConfig {
     /// How long `subscribe` waits for the group to give the new member its partitions
     /// (while the brokers are away, it returns sooner and the member joins later).
     pub join_wait: Duration,
+    /// How long a broker may hold a consumer's fetch while it has nothing new
+    /// (`fetch.wait.max.ms`). Kafka answers as soon as a message arrives, whatever this is;
+    /// Tansu 0.6 holds every fetch for about this long even when it has messages, so there
+    /// it is the latency of each hop. `SAGAFLOW_KAFKA_FETCH_WAIT_MS` overrides the default.
+    pub fetch_wait: Duration,
 }
 
 impl KafkaConfig {
@@ -98,6 +106,11 @@ impl KafkaConfig {
             publish_timeout: Duration::from_secs(5),
             duplicate_window: Duration::from_secs(120),
             join_wait: Duration::from_secs(15),
+            fetch_wait: std::env::var("SAGAFLOW_KAFKA_FETCH_WAIT_MS")
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map(Duration::from_millis)
+                .unwrap_or(DEFAULT_FETCH_WAIT),
         }
     }
 

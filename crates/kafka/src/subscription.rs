@@ -358,11 +358,17 @@ async fn consume(
         tracing::info!(target: "sagaflow_kafka", topics = ?topics, "the broker answered: consuming");
     }
     let [(main_from, main_topic, main_group), (retry_from, retry_topic, retry_group)] = consumers;
-    let main = match consumer(&transport, &main_topic, &main_group, Some(assigned)) {
+    let main = match consumer(
+        &transport,
+        main_from,
+        &main_topic,
+        &main_group,
+        Some(assigned),
+    ) {
         Ok(c) => c,
         Err(e) => return tracing::error!(target: "sagaflow_kafka", error = %e, "cannot consume"),
     };
-    let retry = match consumer(&transport, &retry_topic, &retry_group, None) {
+    let retry = match consumer(&transport, retry_from, &retry_topic, &retry_group, None) {
         Ok(c) => c,
         Err(e) => return tracing::error!(target: "sagaflow_kafka", error = %e, "cannot consume"),
     };
@@ -401,6 +407,7 @@ impl Running {
 
 fn consumer(
     transport: &KafkaTransport,
+    from: From,
     kafka_topic: &str,
     group_id: &str,
     assigned: Option<watch::Sender<bool>>,
@@ -408,6 +415,11 @@ fn consumer(
     let c = transport.config();
     let offsets = Arc::new(Mutex::new(Offsets::default()));
     let member = Member::new(offsets.clone(), assigned);
+    // A retried message waits out its delay anyway: its consumer may poll at half of it.
+    let fetch_wait = match from {
+        From::Main => c.fetch_wait,
+        From::Retry => c.fetch_wait.max(c.retry_delay / 2),
+    };
     let mut config = c.client();
     config
         .set("group.id", group_id)
@@ -415,6 +427,10 @@ fn consumer(
         .set("enable.auto.offset.store", "false")
         .set("auto.commit.interval.ms", "500")
         .set("auto.offset.reset", "earliest")
+        .set(
+            "fetch.wait.max.ms",
+            fetch_wait.as_millis().max(1).to_string(),
+        )
         .set(
             "session.timeout.ms",
             c.session_timeout.as_millis().to_string(),

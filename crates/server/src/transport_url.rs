@@ -129,8 +129,13 @@ pub async fn open_with(
                 // Members join their groups in the background: a process subscribes to many
                 // topics and each join takes the broker's rebalance delay (3 s). A message
                 // published meanwhile waits for the group; one delivered twice in the
-                // first rebalance is handled once (the inbox).
-                join_wait: std::time::Duration::ZERO,
+                // first rebalance is handled once (the inbox). A bench run waits for its
+                // groups instead, so that it measures sagas, not the first rebalance.
+                join_wait: if ephemeral {
+                    std::time::Duration::from_secs(15)
+                } else {
+                    std::time::Duration::ZERO
+                },
                 ..sagaflow_kafka::KafkaConfig::new(&brokers)
             };
             // No connection is made here: with the brokers away, the process starts, says
