@@ -7,6 +7,7 @@
 mod auth;
 mod dashboard;
 mod dead_letters;
+mod deadline;
 mod definitions;
 mod docs;
 mod extract;
@@ -51,6 +52,9 @@ pub struct ApiConfig {
     /// keys sets [`LOOPBACK_HOSTS`], so a page elsewhere cannot reach it through a DNS name
     /// it points at 127.0.0.1.
     pub allowed_hosts: Option<Vec<String>>,
+    /// A request not received and answered within this is answered 408 (a body trickled
+    /// in, a handler stuck); its connection is freed.
+    pub request_timeout: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -60,6 +64,7 @@ impl Default for ApiConfig {
             keys: Vec::new(),
             read_open: false,
             allowed_hosts: None,
+            request_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -112,6 +117,7 @@ pub fn app_with(state: ApiState, apps: AppRoutes) -> Router {
         apps.table(),
     );
     let origins = origin::Origins::new(apps.table(), state.config.allowed_hosts.clone());
+    let request_timeout = state.config.request_timeout;
     // Full paths rather than `nest`, so the 405 fallback below reaches every route.
     Router::new()
         .route("/api/v1/sagas", post(sagas::start).get(sagas::list))
@@ -149,6 +155,10 @@ pub fn app_with(state: ApiState, apps: AppRoutes) -> Router {
         .layer(axum::middleware::from_fn(extract::refuse_nul))
         .layer(axum::middleware::from_fn_with_state(auth, auth::require))
         .layer(axum::middleware::from_fn_with_state(origins, origin::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            deadline::bound,
+        ))
         .layer(axum::middleware::from_fn(request_id::propagate))
 }
 

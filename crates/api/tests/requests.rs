@@ -431,3 +431,32 @@ async fn browsers_elsewhere_cannot_forge_requests_or_rebind_the_host() {
     }
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_trickles_past_the_deadline_is_408_and_a_prompt_one_is_served() {
+    let api = Api::with_config(ApiConfig {
+        request_timeout: std::time::Duration::from_millis(300),
+        ..ApiConfig::default()
+    })
+    .await;
+    // The first bytes of a body, then nothing more: the handler waits for the rest.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    tx.send(Ok(b"{\"definition\": ".to_vec())).await.unwrap();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let trickle = Request::post("/api/v1/sagas")
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap();
+    let reply = api.send(trickle).await;
+    assert_eq!(reply.status, StatusCode::REQUEST_TIMEOUT, "{reply:?}");
+    assert_eq!(reply.code(), "request_timeout");
+    assert!(reply.headers.contains_key("x-request-id"));
+    drop(tx);
+    let prompt = api
+        .post("/api/v1/sagas", json!({"definition": "order", "input": {}}))
+        .await;
+    assert_eq!(prompt.status, StatusCode::ACCEPTED, "{prompt:?}");
+    api.stop().await;
+}

@@ -192,6 +192,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                         .collect()
                 },
             ),
+            ..sagaflow_api::ApiConfig::default()
         },
     };
     let app = match config.role {
