@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use sagaflow_api::Problem;
-use sagaflow_app_kit::http::{bad_request, store_problem};
+use sagaflow_app_kit::http::{bad_request, store_problem, Page, Params};
 use sagaflow_app_kit::sql::{in_tx, int, now_ms, read, text};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -267,16 +267,25 @@ pub async fn subscribe(
     ))
 }
 
-/// `GET /api/users/me/notifications` (bearer): the push records sent to me, newest first.
+/// Push records `GET /api/users/me/notifications` shows when `limit` is not given.
+pub const DEFAULT_LIMIT: i64 = 100;
+/// The most push records `GET /api/users/me/notifications` shows at once.
+pub const MAX_LIMIT: i64 = 500;
+
+/// `GET /api/users/me/notifications?limit&offset` (bearer): the push records sent to me,
+/// newest first, a page at a time (`limit` 1 to 500, default 100; `offset` default 0).
 pub async fn notifications(
     State(state): State<BlogState>,
     headers: HeaderMap,
+    Params(page): Params<Page>,
 ) -> Result<Json<Value>, Problem> {
     let me = bearer(&state, &headers)?;
+    let (limit, offset) = page.bounds(DEFAULT_LIMIT, MAX_LIMIT)?;
+    // `post_id` completes the key (`subscriber_id`, `post_id`): pages never overlap.
     let rows = read(
         &state.store,
-        "SELECT post_id, push_key, message, created_at FROM blog_push WHERE subscriber_id = $1 ORDER BY created_at DESC, post_id DESC",
-        &[me.into()],
+        "SELECT post_id, push_key, message, created_at FROM blog_push WHERE subscriber_id = $1 ORDER BY created_at DESC, post_id DESC LIMIT $2 OFFSET $3",
+        &[me.into(), limit.into(), offset.into()],
     )
     .await
     .map_err(store_problem)?;

@@ -1,14 +1,19 @@
 //! What every shop endpoint shares: the app kit's problem+json helpers and query
-//! parameters, and the bearer-token extractor.
+//! parameters, the page of a list endpoint, and the bearer-token extractor.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use sagaflow_api::Problem;
 
-pub use sagaflow_app_kit::http::{bad_request, engine_problem, store_problem, Params};
+pub use sagaflow_app_kit::http::{bad_request, engine_problem, store_problem, Page, Params};
 
 use crate::ShopState;
+
+/// Rows a list endpoint shows when `limit` is not given.
+pub const DEFAULT_LIMIT: i64 = 100;
+/// The most rows a list endpoint shows at once.
+pub const MAX_LIMIT: i64 = 500;
 
 /// The signed-in user, from `Authorization: Bearer <token>`.
 #[derive(Debug, Clone)]

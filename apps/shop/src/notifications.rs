@@ -7,7 +7,7 @@ use sagaflow_core::{ParticipantTx, StoreError};
 use serde::Serialize;
 
 use crate::db::{int, text};
-use crate::http::{store_problem, AuthUser};
+use crate::http::{store_problem, AuthUser, Page, Params, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::ShopState;
 
 /// `Hello, You successfully registered`
@@ -72,16 +72,20 @@ pub struct Notification {
     date: i64,
 }
 
-/// `GET /notification`: the caller's notifications, newest first.
+/// `GET /notification?limit&offset`: the caller's notifications, newest first, a page at a
+/// time (`limit` 1 to 500, default 100; `offset` default 0).
 pub async fn list(
     State(state): State<ShopState>,
     user: AuthUser,
+    Params(page): Params<Page>,
 ) -> Result<Json<Vec<Notification>>, sagaflow_api::Problem> {
+    let (limit, offset) = page.bounds(DEFAULT_LIMIT, MAX_LIMIT)?;
     let mut tx = state.store.begin().await.map_err(store_problem)?;
+    // `id` is the key (and a v7 uuid, newest last): pages never overlap.
     let rows = tx
         .query(
-            "SELECT id, user_id, message, date FROM shop_notifications WHERE user_id = $1 ORDER BY id DESC",
-            &[user.id.as_str().into()],
+            "SELECT id, user_id, message, date FROM shop_notifications WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
+            &[user.id.as_str().into(), limit.into(), offset.into()],
         )
         .await
         .map_err(store_problem)?;

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::db::{in_tx, int, scalar_i64, text};
-use crate::http::{bad_request, engine_problem, store_problem, AuthUser, Params};
+use crate::http::{
+    bad_request, engine_problem, store_problem, AuthUser, Page, Params, DEFAULT_LIMIT, MAX_LIMIT,
+};
 use crate::notifications::{self as note, notify};
 use crate::ShopState;
 
@@ -532,14 +534,27 @@ pub async fn place(
     Ok((StatusCode::ACCEPTED, Json(order_id)))
 }
 
-/// `GET /order`: the user's orders, newest first.
+/// `GET /order?limit&offset`: the user's orders, newest first, a page at a time (`limit` 1
+/// to 500, default 100; `offset` default 0). The order rows are paged first, so a request
+/// loads at most `limit` sagas.
 pub async fn list(
     State(state): State<ShopState>,
     user: AuthUser,
+    Params(page): Params<Page>,
 ) -> Result<Json<Vec<Order>>, Problem> {
-    let mut out = Vec::new();
-    for row in user_orders(&state, &user.id, None).await? {
-        out.push(view(&state, row).await?);
+    let (limit, offset) = page.bounds(DEFAULT_LIMIT, MAX_LIMIT)?;
+    let mut tx = state.store.begin().await.map_err(store_problem)?;
+    let rows = tx
+        .query(
+            "SELECT id, subscription, created_at FROM shop_orders WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
+            &[user.id.as_str().into(), limit.into(), offset.into()],
+        )
+        .await
+        .map_err(store_problem)?;
+    let _ = tx.rollback().await;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        out.push(view(&state, (text(r, 0), int(r, 1), int(r, 2))).await?);
     }
     Ok(Json(out))
 }
@@ -669,13 +684,18 @@ pub async fn add_stock(
     ))
 }
 
-/// `GET /stock`: units in stock per subscription.
-pub async fn stock(State(state): State<ShopState>) -> Result<Json<Value>, Problem> {
+/// `GET /stock?limit&offset`: units in stock per subscription, a page at a time (`limit` 1
+/// to 500, default 100; `offset` default 0).
+pub async fn stock(
+    State(state): State<ShopState>,
+    Params(page): Params<Page>,
+) -> Result<Json<Value>, Problem> {
+    let (limit, offset) = page.bounds(DEFAULT_LIMIT, MAX_LIMIT)?;
     let mut tx = state.store.begin().await.map_err(store_problem)?;
     let rows = tx
         .query(
-            "SELECT subscription, quantity FROM shop_stock_items ORDER BY subscription",
-            &[],
+            "SELECT subscription, quantity FROM shop_stock_items ORDER BY subscription LIMIT $1 OFFSET $2",
+            &[limit.into(), offset.into()],
         )
         .await
         .map_err(store_problem)?;

@@ -18,7 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use sagaflow_api::Problem;
-use sagaflow_app_kit::http::{bad_request, engine_problem, store_problem, Params};
+use sagaflow_app_kit::http::{bad_request, engine_problem, store_problem, Page, Params};
 use sagaflow_app_kit::sql::{int, now_ms, read, scalar_i64, text};
 use sagaflow_core::{Definition, Outcome, ParticipantTx, RetryPolicy, Step, StoreError};
 use sagaflow_engine::{async_trait, CommandCall, Participant, StartSaga, TxHandler};
@@ -424,15 +424,6 @@ pub async fn send(
     ))
 }
 
-/// A page of a dialog.
-#[derive(Debug, Deserialize)]
-pub struct Page {
-    /// Messages to skip.
-    pub offset: Option<i64>,
-    /// Messages to show (default 20).
-    pub limit: Option<i64>,
-}
-
 /// `GET /api/dialog/{partnerId}/list?offset&limit`: the dialog's committed messages, oldest
 /// first (limit 20 by default, at most 100).
 pub async fn list(
@@ -445,14 +436,7 @@ pub async fn list(
     if !valid_id(&with) {
         return Err(bad_request("bad_user_id", "a partner id has no `:`"));
     }
-    let offset = page.offset.unwrap_or(0);
-    let limit = page.limit.unwrap_or(20);
-    if offset < 0 || !(1..=100).contains(&limit) {
-        return Err(bad_request(
-            "bad_parameter",
-            "offset is 0 or more and limit from 1 to 100",
-        ));
-    }
+    let (limit, offset) = page.bounds(20, 100)?;
     let rows = read(
         &state.store,
         "SELECT id, sender_id, recipient_id, body, created_at, read_state FROM social_messages \
@@ -475,18 +459,28 @@ pub async fn list(
     ))
 }
 
-/// `GET /api/dialog`: the user's dialogs, latest first, with their unread counts.
+/// Dialogs `GET /api/dialog` shows when `limit` is not given.
+pub const DIALOGS_DEFAULT_LIMIT: i64 = 100;
+/// The most dialogs `GET /api/dialog` shows at once.
+pub const DIALOGS_MAX_LIMIT: i64 = 500;
+
+/// `GET /api/dialog?offset&limit`: the user's dialogs, latest first, with their unread
+/// counts, a page at a time (`limit` 1 to 500, default 100; `offset` default 0).
 pub async fn dialogs(
     State(state): State<SocialState>,
     headers: HeaderMap,
+    Params(page): Params<Page>,
 ) -> Result<Json<Value>, Problem> {
     let me = caller(&state, &headers)?;
+    let (limit, offset) = page.bounds(DIALOGS_DEFAULT_LIMIT, DIALOGS_MAX_LIMIT)?;
+    // The dialog id breaks ties between dialogs last written in the same millisecond, so
+    // pages never overlap.
     let rows = read(
         &state.store,
         "SELECT dialog_id, MAX(created_at) FROM social_messages \
          WHERE (sender_id = $1 OR recipient_id = $1) AND state = 'committed' \
-         GROUP BY dialog_id ORDER BY 2 DESC",
-        &[me.as_str().into()],
+         GROUP BY dialog_id ORDER BY 2 DESC, 1 LIMIT $2 OFFSET $3",
+        &[me.as_str().into(), limit.into(), offset.into()],
     )
     .await
     .map_err(store_problem)?;
@@ -509,7 +503,9 @@ pub async fn dialogs(
             })
         })
         .collect();
-    Ok(Json(json!({ "user_id": me, "dialogs": dialogs })))
+    Ok(Json(
+        json!({ "user_id": me, "offset": offset, "limit": limit, "dialogs": dialogs }),
+    ))
 }
 
 /// `POST /api/dialog/{partnerId}/read`: marks the dialog read by a saga; 200 `{saga_id}`.

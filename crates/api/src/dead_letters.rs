@@ -59,9 +59,13 @@ pub struct DeadLetterQuery {
     /// How many, 1 to 1000 (default 100).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
+    /// Only dead letters with a larger id: the last `id` of the previous page.
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub after: Option<String>,
 }
 
-/// Dead letters, oldest first.
+/// Dead letters, oldest first, a page at a time: pass the last `id` seen as `after` for the
+/// next page (an empty page is the end).
 #[utoipa::path(
     get,
     path = "/api/v1/dead-letters",
@@ -69,26 +73,27 @@ pub struct DeadLetterQuery {
     params(DeadLetterQuery),
     responses(
         (status = 200, description = "Dead letters, oldest first", body = [DeadLetterView]),
-        (status = 400, description = "Bad limit", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad limit or after", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn list(
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<DeadLetterQuery>,
 ) -> Result<Json<Vec<DeadLetterView>>, Problem> {
-    let limit = match &query.limit {
-        None => DEFAULT_LIMIT,
-        Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+    let limit = crate::extract::page_limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
+    let after = match &query.after {
+        None => 0,
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if n >= 0 => n,
             _ => {
                 return Err(Problem::bad_filter(
-                    "limit",
-                    format!("{text:?} is not a whole number from 1 to {MAX_LIMIT}"),
+                    "after",
+                    format!("{text:?} is not a dead letter id (a whole number, 0 or more)"),
                 ))
             }
         },
     };
-    let letters = state.engine.dead_letters(limit).await?;
+    let letters = state.engine.dead_letters(after, limit).await?;
     Ok(Json(
         letters.into_iter().map(DeadLetterView::from).collect(),
     ))

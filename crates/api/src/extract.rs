@@ -248,3 +248,22 @@ where
         }
     }
 }
+
+/// A list's `limit` parameter: `default` when absent, else a whole number from 1 to `max`
+/// (400 `bad_filter` naming `limit` otherwise).
+pub(crate) fn page_limit(
+    text: Option<&str>,
+    default: usize,
+    max: usize,
+) -> Result<usize, crate::problem::Problem> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(crate::problem::Problem::bad_filter(
+            "limit",
+            format!("{text:?} is not a whole number from 1 to {max}"),
+        )),
+    }
+}

@@ -2,10 +2,10 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::ApiPath;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::problem::Problem;
 use crate::ApiState;
 
@@ -36,8 +36,26 @@ pub struct FlowEntryView {
 pub struct FlowView {
     /// The flow's correlation id.
     pub correlation_id: String,
-    /// What happened, oldest first.
+    /// What happened, oldest first (one page).
     pub entries: Vec<FlowEntryView>,
+    /// Pass as `offset` for the next page; null on the last page.
+    pub next_offset: Option<u64>,
+}
+
+/// Most entries on one page, and the default.
+const MAX_LIMIT: usize = 1000;
+
+/// Paging of `GET /flows/{correlation_id}`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FlowQuery {
+    /// Entries on the page, 1 to 1000 (default 1000).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+    /// Entries to skip: the previous page's `next_offset`.
+    #[param(value_type = Option<u64>, minimum = 0)]
+    pub offset: Option<String>,
 }
 
 /// A choreographed flow: every event emitted and every handling, by correlation id.
@@ -45,20 +63,34 @@ pub struct FlowView {
     get,
     path = "/api/v1/flows/{correlation_id}",
     tag = "flows",
-    params(("correlation_id" = String, Path, description = "The flow's correlation id")),
+    params(("correlation_id" = String, Path, description = "The flow's correlation id"), FlowQuery),
     responses(
-        (status = 200, description = "The flow's timeline (empty when nothing was recorded under this id)", body = FlowView),
+        (status = 200, description = "The flow's timeline, a page at a time (empty when nothing was recorded under this id)", body = FlowView),
+        (status = 400, description = "Bad limit or offset", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store does not answer", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn show(
     State(state): State<ApiState>,
     ApiPath(correlation_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<FlowQuery>,
 ) -> Result<Json<FlowView>, Problem> {
-    let entries = state
+    let limit = crate::extract::page_limit(query.limit.as_deref(), MAX_LIMIT, MAX_LIMIT)?;
+    let offset = match &query.offset {
+        None => 0,
+        Some(text) => text.parse::<u64>().map_err(|_| {
+            Problem::bad_filter(
+                "offset",
+                format!("{text:?} is not a whole number, 0 or more"),
+            )
+        })?,
+    };
+    let page = state
         .engine
-        .flow(&correlation_id)
-        .await?
+        .flow_page(&correlation_id, offset, limit)
+        .await?;
+    let next_offset = (page.len() == limit).then(|| offset + limit as u64);
+    let entries = page
         .into_iter()
         .map(|e| FlowEntryView {
             at: e.at,
@@ -74,5 +106,6 @@ pub(crate) async fn show(
     Ok(Json(FlowView {
         correlation_id,
         entries,
+        next_offset,
     }))
 }

@@ -320,18 +320,7 @@ pub(crate) async fn list(
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<SagaPage>, Problem> {
-    let limit = match &query.limit {
-        None => DEFAULT_LIMIT,
-        Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(Problem::bad_filter(
-                    "limit",
-                    format!("{text:?} is not a whole number from 1 to {MAX_LIMIT}"),
-                ))
-            }
-        },
-    };
+    let limit = crate::extract::page_limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let status = match &query.status {
         None => None,
         Some(text) => Some(Status::parse(text).ok_or_else(|| {

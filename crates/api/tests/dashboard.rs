@@ -227,6 +227,26 @@ async fn every_page_shows_real_sagas_and_the_actions_work() {
         discarded.location
     );
     assert!(html(&get(&api, "/ui/dead-letters").await, "after").contains("No dead letters."));
+    // More than a page: the first 100, then a link to the rest.
+    let mut kept = Vec::new();
+    for i in 0..101 {
+        kept.push(
+            api.store
+                .put_dead_letter("t", format!("letter {i}").as_bytes(), "r", 1, 0)
+                .await
+                .unwrap(),
+        );
+    }
+    let first = html(&get(&api, "/ui/dead-letters").await, "first page");
+    assert_eq!(first.matches("name=\"id\"").count(), 100);
+    let next = format!("/ui/dead-letters?after={}", kept[99]);
+    assert!(
+        first.contains(&next.replace('&', "&amp;")),
+        "a next-page link"
+    );
+    let rest = html(&get(&api, &next).await, "next page");
+    assert_eq!(rest.matches("name=\"id\"").count(), 1);
+    assert!(rest.contains("letter 100") && !rest.contains("Next page"));
 
     let defs = html(&get(&api, "/ui/definitions").await, "definitions");
     assert!(

@@ -181,7 +181,28 @@ async fn dead_letters_are_listed_replayed_and_discarded() {
 
     let limited = api.get("/api/v1/dead-letters?limit=1").await;
     assert_eq!(limited.body.as_array().map(Vec::len), Some(1));
-    for query in ["limit=0", "limit=x", "limit=1001", "topic=a"] {
+    // Page by page: the next one starts after the last id seen, and an empty one ends it.
+    let first = limited.body[0]["id"].as_i64().expect("id");
+    let second = api
+        .get(&format!("/api/v1/dead-letters?limit=1&after={first}"))
+        .await;
+    assert_eq!(second.body.as_array().map(Vec::len), Some(1));
+    assert!(second.body[0]["id"].as_i64().expect("id") > first);
+    assert_eq!(
+        json!([limited.body[0], second.body[0]]),
+        api.get("/api/v1/dead-letters").await.body
+    );
+    let last = second.body[0]["id"].as_i64().expect("id");
+    let end = api.get(&format!("/api/v1/dead-letters?after={last}")).await;
+    assert_eq!(end.body, json!([]));
+    for query in [
+        "limit=0",
+        "limit=x",
+        "limit=1001",
+        "topic=a",
+        "after=-1",
+        "after=x",
+    ] {
         let reply = api.get(&format!("/api/v1/dead-letters?{query}")).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
         assert_eq!(reply.code(), "bad_filter", "{query}");

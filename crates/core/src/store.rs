@@ -371,8 +371,9 @@ pub trait Store: Send + Sync + 'static {
         at: Millis,
     ) -> Result<i64, StoreError>;
 
-    /// Dead letters, oldest first.
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Dead letters with an id above `after` (0: from the first), oldest first, at most
+    /// `limit`: a page, the next one after the last id seen.
+    async fn dead_letters(&self, after: i64, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
 
     /// Removes a dead letter and returns it (to replay or discard it).
     async fn take_dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, StoreError>;

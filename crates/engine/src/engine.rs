@@ -682,9 +682,14 @@ impl Engine {
         Ok(self.shared.store.list(filter).await?)
     }
 
-    /// Dead letters, oldest first.
-    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, EngineError> {
-        Ok(self.shared.store.dead_letters(limit).await?)
+    /// Dead letters with an id above `after` (0: from the first), oldest first, at most
+    /// `limit`.
+    pub async fn dead_letters(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, EngineError> {
+        Ok(self.shared.store.dead_letters(after, limit).await?)
     }
 
     /// Publishes a dead letter again to the topic it came from and removes it; `None` when
@@ -731,6 +736,16 @@ impl Engine {
         correlation_id: &str,
     ) -> Result<Vec<crate::flow::FlowEntry>, EngineError> {
         Ok(crate::flow::entries(&self.shared.store, correlation_id).await?)
+    }
+
+    /// A page of a flow's timeline: at most `limit` entries after the first `offset`.
+    pub async fn flow_page(
+        &self,
+        correlation_id: &str,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::flow::FlowEntry>, EngineError> {
+        Ok(crate::flow::entries_page(&self.shared.store, correlation_id, offset, limit).await?)
     }
 
     /// The engine clock's time now (unix ms).

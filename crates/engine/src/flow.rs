@@ -126,15 +126,32 @@ async fn read(
     }
 }
 
-/// A flow's entries, oldest first.
+/// Most entries [`entries`] returns.
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// A flow's entries, oldest first (its first [`MAX_ENTRIES`]).
 pub async fn entries(
     store: &Arc<dyn Store>,
     correlation_id: &str,
 ) -> Result<Vec<FlowEntry>, StoreError> {
+    entries_page(store, correlation_id, 0, MAX_ENTRIES).await
+}
+
+/// A page of a flow's entries, oldest first: at most `limit`, after skipping `offset`.
+pub async fn entries_page(
+    store: &Arc<dyn Store>,
+    correlation_id: &str,
+    offset: u64,
+    limit: usize,
+) -> Result<Vec<FlowEntry>, StoreError> {
     let rows = read(
         store,
-        "SELECT at, service, event, message_id, causation_id, outcome, attempt, detail FROM sagaflow_flow_events WHERE correlation_id = $1 ORDER BY at, id",
-        &[correlation_id.into()],
+        "SELECT at, service, event, message_id, causation_id, outcome, attempt, detail FROM sagaflow_flow_events WHERE correlation_id = $1 ORDER BY at, id LIMIT $2 OFFSET $3",
+        &[
+            correlation_id.into(),
+            SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)),
+            SqlValue::Integer(i64::try_from(offset).unwrap_or(i64::MAX)),
+        ],
     )
     .await;
     let text =

@@ -386,7 +386,7 @@ async fn malformed_replies_go_to_the_dead_letters_with_the_reason() {
         .unwrap();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     let letters = loop {
-        let letters = h.store.dead_letters(10).await.unwrap();
+        let letters = h.store.dead_letters(0, 10).await.unwrap();
         if letters.len() == 2 || tokio::time::Instant::now() > deadline {
             break letters;
         }

@@ -309,7 +309,7 @@ async fn an_exhausted_event_is_dead_lettered_and_compensated_and_a_redelivery_is
         effects(&store, "flow-2").await,
         vec!["compensate broken: broken is down (attempt 2)"]
     );
-    let dead = store.dead_letters(10).await.unwrap();
+    let dead = store.dead_letters(0, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert!(
         dead[0]
@@ -449,7 +449,7 @@ async fn a_failing_compensation_hook_is_tried_again_alone_and_dead_letters_once(
     );
     assert_eq!(effects(&store, "flow-4").await, vec!["compensated"]);
     assert_eq!(
-        store.dead_letters(10).await.unwrap().len(),
+        store.dead_letters(0, 10).await.unwrap().len(),
         1,
         "one dead letter"
     );

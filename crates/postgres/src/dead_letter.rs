@@ -34,11 +34,16 @@ pub(crate) async fn put(
     .map_err(store_error)
 }
 
-/// The oldest `limit` dead letters.
-pub(crate) async fn list(pool: &PgPool, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+/// The oldest `limit` dead letters with an id above `after`.
+pub(crate) async fn list(
+    pool: &PgPool,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, StoreError> {
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM dead_letters ORDER BY id LIMIT $1"
+        "SELECT {COLUMNS} FROM dead_letters WHERE id > $1 ORDER BY id LIMIT $2"
     ))
+    .bind(after)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await

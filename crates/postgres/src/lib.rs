@@ -228,8 +228,8 @@ impl Store for PgStore {
         dead_letter::put(&self.inner.pool, topic, body, reason, attempts, at).await
     }
 
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        dead_letter::list(&self.inner.pool, limit).await
+    async fn dead_letters(&self, after: i64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        dead_letter::list(&self.inner.pool, after, limit).await
     }
 
     async fn take_dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {

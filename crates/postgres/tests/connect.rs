@@ -179,7 +179,7 @@ async fn user_text_with_nul_round_trips() {
         .put_dead_letter("topic\u{0}", b"\0\xff", reason, 3, T0)
         .await
         .expect("put_dead_letter");
-    let letters = store.dead_letters(10).await.expect("dead_letters");
+    let letters = store.dead_letters(0, 10).await.expect("dead_letters");
     assert_eq!(
         (
             letters[0].id,

@@ -256,6 +256,19 @@ async fn embedded_a_post_is_published_by_choreography_and_internal_endpoints_are
             "blog-notification blog.post_published handled",
         ]
     );
+    // The timeline a page at a time.
+    let page = json_of(http.get(format!("{base}/api/v1/flows/{flow}?limit=4"))).await;
+    assert_eq!(page["entries"].as_array().unwrap()[..], entries[..4]);
+    assert_eq!(page["next_offset"], 4);
+    let last = json_of(http.get(format!("{base}/api/v1/flows/{flow}?limit=4&offset=8"))).await;
+    assert_eq!(last["entries"].as_array().unwrap()[..], entries[8..]);
+    assert_eq!(last["next_offset"], Value::Null);
+    let bad = http
+        .get(format!("{base}/api/v1/flows/{flow}?limit=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     // Publishing again is refused: it is no DRAFT; another user may not publish it at all.
     let again = http
         .post(format!("{base}/api/articles/{}/publish", article["id"]))
@@ -450,6 +463,74 @@ async fn embedded_a_post_is_published_by_choreography_and_internal_endpoints_are
         .await
         .unwrap();
     assert_eq!(reset["status"], "DRAFT");
+}
+
+/// `GET /api/users/me/notifications` is paged by `limit` and `offset`: three push records
+/// read two at a time give pages of 2 and 1, in the order of the whole list, never
+/// overlapping; bad values are 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_push_records_are_paged() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("blog.db").display());
+    let serve = Serve::start(&url, &[("SAGAFLOW_BLOG_APPROVAL_RATE", "1")]);
+    let (base, http) = (serve.base.clone(), Client::new());
+    let author = user(&http, &base, "author", None).await;
+    let fan = user(&http, &base, "fan", Some("push-fan")).await;
+    assert_eq!(
+        subscribe(&http, &base, &fan, author.id).await,
+        StatusCode::OK
+    );
+    let mut posts = Vec::new();
+    for n in 1..=3 {
+        let (article, flow) = publish(
+            &http,
+            &base,
+            &author,
+            &format!("Post number {n}"),
+            "A post that passes moderation.",
+        )
+        .await;
+        timeline(&http, &base, &flow, |e| {
+            has(e, "blog-notification", "blog.post_published", "handled")
+        })
+        .await;
+        posts.push(article["id"].clone());
+    }
+    let page = |query: &'static str| {
+        let req = http
+            .get(format!("{base}/api/users/me/notifications{query}"))
+            .bearer_auth(&fan.token);
+        async move {
+            let v = json_of(req).await;
+            v.as_array()
+                .unwrap_or_else(|| panic!("{query}: an array, got {v}"))
+                .iter()
+                .map(|p| p["post_id"].clone())
+                .collect::<Vec<Value>>()
+        }
+    };
+    let all = page("").await;
+    assert_eq!(all.len(), 3, "one push per post: {all:?}");
+    assert!(posts.iter().all(|p| all.contains(p)), "{posts:?} {all:?}");
+    let first = page("?limit=2").await;
+    let second = page("?limit=2&offset=2").await;
+    support::assert_pages_of_three(first, second, &all);
+    assert!(page("?offset=3").await.is_empty());
+    for (query, names) in support::BAD_PAGES {
+        let resp = http
+            .get(format!("{base}/api/users/me/notifications?{query}"))
+            .bearer_auth(&fan.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{query}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["code"], "bad_parameter", "{query}: {v}");
+        assert!(
+            v["detail"].as_str().unwrap_or_default().contains(names),
+            "{query} names {names}: {v}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

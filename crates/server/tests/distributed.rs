@@ -280,7 +280,7 @@ async fn run(mut broker: Broker) {
     assert_eq!(report.completed + report.compensated, SAGAS);
 
     // The poison, and only the poison, is in the dead letters, each with its reason.
-    let letters = store.dead_letters(100).await.unwrap();
+    let letters = store.dead_letters(0, 100).await.unwrap();
     for l in &letters {
         eprintln!("dead letter on {}: {}", l.topic, l.reason);
     }

@@ -696,6 +696,109 @@ async fn postgres_flow_two_completes_or_compensates() {
     compensating_paths(Db::Postgres).await;
 }
 
+/// The ids (or, for `/stock`, the subscriptions) of one page of a list endpoint.
+async fn page_of(shop: &Shop, path: &str, token: Option<&str>, key: &str) -> Vec<Value> {
+    let (s, v) = shop.call(Method::GET, path, token, None).await;
+    assert_eq!(s, StatusCode::OK, "{path}: {v}");
+    v.as_array()
+        .unwrap_or_else(|| panic!("{path}: an array, got {v}"))
+        .iter()
+        .map(|row| row[key].clone())
+        .collect()
+}
+
+/// `GET /order`, `/notification` and `/stock` are paged by `limit` and `offset`: pages of
+/// the sizes asked, in the order of the whole list, never overlapping; bad values are 400.
+async fn lists_are_paged(db: Db) {
+    let shop = Shop::start(db, &[]).await;
+    let t = shop.user().await;
+    // 5 notifications, all written before each request answers: registered, then 4 top-ups.
+    for _ in 0..4 {
+        let (s, v) = shop
+            .call(Method::POST, "/billing/add-money?money=1", Some(&t), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let all = page_of(&shop, "/notification", Some(&t), "id").await;
+    assert_eq!(all.len(), 5, "{all:?}");
+    let first = page_of(&shop, "/notification?limit=2", Some(&t), "id").await;
+    let second = page_of(&shop, "/notification?limit=2&offset=2", Some(&t), "id").await;
+    let last = page_of(&shop, "/notification?offset=4&limit=2", Some(&t), "id").await;
+    assert_eq!((first.len(), second.len(), last.len()), (2, 2, 1));
+    assert!(first.iter().all(|id| !second.contains(id)), "no overlap");
+    assert_eq!(
+        [first, second, last].concat(),
+        all,
+        "the pages are the list, in order"
+    );
+    assert!(page_of(&shop, "/notification?offset=5", Some(&t), "id")
+        .await
+        .is_empty());
+
+    // 3 orders (a balance of 4 pays none: they all wait), each row written before `place`
+    // answers. Compared by id: their status may move meanwhile.
+    for subscription in 1..=3 {
+        shop.place(&t, subscription).await;
+    }
+    let all = page_of(&shop, "/order", Some(&t), "id").await;
+    assert_eq!(all.len(), 3, "{all:?}");
+    let first = page_of(&shop, "/order?limit=2", Some(&t), "id").await;
+    let second = page_of(&shop, "/order?limit=2&offset=2", Some(&t), "id").await;
+    assert_eq!((first.len(), second.len()), (2, 1));
+    assert!(!first.contains(&second[0]), "no overlap");
+    assert_eq!([first, second].concat(), all);
+
+    // The catalogue: subscriptions 1, 2, 3.
+    assert_eq!(
+        page_of(&shop, "/stock?limit=2", None, "subscription").await,
+        [json!(1), json!(2)]
+    );
+    assert_eq!(
+        page_of(&shop, "/stock?limit=2&offset=2", None, "subscription").await,
+        [json!(3)]
+    );
+
+    for (path, token) in [
+        ("/order", Some(t.as_str())),
+        ("/notification", Some(t.as_str())),
+        ("/stock", None),
+    ] {
+        for (query, names) in [
+            ("limit=0", "limit"),
+            ("limit=x", "limit"),
+            ("limit=501", "limit"),
+            ("limit=-1", "limit"),
+            ("offset=-1", "offset"),
+            ("offset=x", "offset"),
+        ] {
+            let (s, v) = shop
+                .call(Method::GET, &format!("{path}?{query}"), token, None)
+                .await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{path}?{query}: {v}");
+            assert_eq!(v["code"], "bad_parameter", "{path}?{query}: {v}");
+            assert!(
+                v["detail"].as_str().unwrap_or_default().contains(names),
+                "{path}?{query} names {names}: {v}"
+            );
+        }
+    }
+    let (s, v) = shop
+        .call(Method::GET, "/order?limit=500", Some(&t), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "500 is allowed: {v}");
+    shop.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_lists_are_paged() {
+    lists_are_paged(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_lists_are_paged() {
+    lists_are_paged(Db::Postgres).await;
+}
+
 /// `PUT /delivery/accept` wakes only the shop's own order saga waiting for a courier —
 /// not another saga that waits at the same step for a signal of the same name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -398,6 +398,70 @@ async fn embedded_sqlite_messages_fail_under_a_trigger_cap_and_reads_clear_the_i
     assert_eq!(report["drift"], 0, "{report}");
 }
 
+/// `GET /api/dialog` is paged by `limit` and `offset`: three dialogs read two at a time give
+/// pages of 2 and 1, in the order of the whole list, never overlapping; bad values are 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_sqlite_dialogs_are_paged() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("social.db").display());
+    let serve = Serve::start(&url, &[("SAGAFLOW_SOCIAL_RECONCILE_SECS", "0")]);
+    let (base, http) = (serve.base.clone(), Client::new());
+    let a = register(&http, &base, "Ann").await;
+    let mut partners = Vec::new();
+    for name in ["Bob", "Cid", "Dan"] {
+        let to = register(&http, &base, name).await;
+        let v = json_of(
+            http.post(format!("{base}/api/dialog/{to}/send"))
+                .json(&json!({ "text": format!("hello {name}") })),
+            Some(a.as_str()),
+        )
+        .await;
+        let saga = v["saga_id"].as_str().expect("a saga id").to_string();
+        assert_eq!(wait_saga_end(&http, &base, &saga).await, "completed");
+        partners.push(to);
+    }
+    let page = |query: &'static str| {
+        let (http, base, a) = (http.clone(), base.clone(), a.clone());
+        async move {
+            let v = json_of(
+                http.get(format!("{base}/api/dialog{query}")),
+                Some(a.as_str()),
+            )
+            .await;
+            v["dialogs"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{query}: dialogs, got {v}"))
+                .iter()
+                .map(|d| d["partner_id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = page("").await;
+    let mut sorted = all.clone();
+    sorted.sort();
+    partners.sort();
+    assert_eq!(sorted, partners, "one dialog per partner");
+    let first = page("?limit=2").await;
+    let second = page("?limit=2&offset=2").await;
+    support::assert_pages_of_three(first, second, &all);
+    assert!(page("?offset=3").await.is_empty());
+    for (query, names) in support::BAD_PAGES {
+        let resp = http
+            .get(format!("{base}/api/dialog?{query}"))
+            .header("x-user-id", a.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{query}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["code"], "bad_parameter", "{query}: {v}");
+        assert!(
+            v["detail"].as_str().unwrap_or_default().contains(names),
+            "{query} names {names}: {v}"
+        );
+    }
+}
+
 /// Every request the authority received: the `x-sagaflow-redelivered` header of each.
 type Seen = Arc<Mutex<Vec<u32>>>;
 

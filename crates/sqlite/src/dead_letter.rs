@@ -24,15 +24,19 @@ pub(crate) fn put(
     .map_err(db)
 }
 
-/// The oldest `limit` dead letters.
-pub(crate) fn list(conn: &Connection, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+/// The oldest `limit` dead letters with an id above `after`.
+pub(crate) fn list(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT id, topic, body, reason, attempts, created_at FROM dead_letters \
-             ORDER BY id LIMIT ?1",
+             WHERE id > ?1 ORDER BY id LIMIT ?2",
         )
         .map_err(db)?;
-    let mut rows = stmt.query([clamp(limit)]).map_err(db)?;
+    let mut rows = stmt.query(params![after, clamp(limit)]).map_err(db)?;
     let mut letters = Vec::new();
     while let Some(row) = rows.next().map_err(db)? {
         letters.push(letter(row)?);

@@ -238,8 +238,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        self.read(move |conn| dead_letter::list(conn, limit)).await
+    async fn dead_letters(&self, after: i64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.read(move |conn| dead_letter::list(conn, after, limit))
+            .await
     }
 
     async fn take_dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {

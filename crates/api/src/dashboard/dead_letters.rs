@@ -9,18 +9,34 @@ use super::{layout, redirect_with, when};
 use crate::extract::ApiQuery;
 use crate::ApiState;
 
+/// Dead letters on one page.
+const PAGE: usize = 100;
+
+/// The page's query: a message carried back from an action, and where the page starts.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct PageQuery {
+    ok: Option<String>,
+    msg: Option<String>,
+    /// The last id of the previous page.
+    after: Option<i64>,
+}
+
 pub(crate) async fn page(
     State(state): State<ApiState>,
-    ApiQuery(flash): ApiQuery<super::saga::Flash>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Response {
-    let letters = match state.engine.dead_letters(500).await {
+    let after = query.after.unwrap_or(0).max(0);
+    let letters = match state.engine.dead_letters(after, PAGE).await {
         Ok(l) => l,
         Err(e) => return super::failure(e),
     };
-    let message = flash.message();
+    let next = (letters.len() == PAGE)
+        .then(|| letters.last().map(|d| d.id))
+        .flatten();
+    let message = super::message_from(query.ok.as_deref(), query.msg.as_deref());
     let body = html! {
         @if letters.is_empty() {
-            p.muted { "No dead letters." }
+            p.muted { @if after > 0 { "No more dead letters." } @else { "No dead letters." } }
         } @else {
             form method="post" action="/ui/dead-letters/act" {
                 table {
@@ -42,6 +58,12 @@ pub(crate) async fn page(
                 button type="submit" name="action" value="replay" onclick="return confirm('Replay the selected messages?')" { "Replay selected" }
                 " "
                 button.danger type="submit" name="action" value="discard" onclick="return confirm('Discard the selected messages for good?')" { "Discard selected" }
+            }
+        }
+        @if after > 0 || next.is_some() {
+            p {
+                @if after > 0 { a href="/ui/dead-letters" { "First page" } " " }
+                @if let Some(next) = next { a href={"/ui/dead-letters?after=" (next)} { "Next page" } }
             }
         }
     };

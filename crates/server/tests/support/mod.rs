@@ -136,3 +136,29 @@ pub async fn wait_saga(
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Query strings every paged list refuses with 400 `bad_parameter`, each with the parameter
+/// its message names.
+pub const BAD_PAGES: [(&str, &str); 5] = [
+    ("limit=0", "limit"),
+    ("limit=x", "limit"),
+    ("limit=501", "limit"),
+    ("offset=-1", "offset"),
+    ("offset=x", "offset"),
+];
+
+/// Two pages of a three-row list (`?limit=2`, then `?limit=2&offset=2`): two rows and one,
+/// no overlap, together the whole list in its order.
+pub fn assert_pages_of_three<T: PartialEq + std::fmt::Debug + Clone>(
+    first: Vec<T>,
+    second: Vec<T>,
+    all: &[T],
+) {
+    assert_eq!((first.len(), second.len()), (2, 1), "{first:?} {second:?}");
+    assert!(!first.contains(&second[0]), "no overlap");
+    assert_eq!(
+        [first, second].concat(),
+        all,
+        "the pages are the list, in order"
+    );
+}

@@ -351,7 +351,7 @@ pub async fn dead_letters_put_list_take(store: Arc<dyn Store>) {
         "dead-letter ids increase: {ids:?}"
     );
     let all = store
-        .dead_letters(10)
+        .dead_letters(0, 10)
         .await
         .unwrap_or_else(|e| panic!("dead_letters failed: {e}"));
     assert_eq!(all.len(), 3);
@@ -367,10 +367,24 @@ pub async fn dead_letters_put_list_take(store: Arc<dyn Store>) {
         assert_eq!((dl.attempts, dl.created_at), (*attempts, T0 + i as i64));
     }
     let two = store
-        .dead_letters(2)
+        .dead_letters(0, 2)
         .await
         .unwrap_or_else(|e| panic!("dead_letters failed: {e}"));
     assert_eq!(two, all[..2].to_vec(), "the limit keeps the oldest");
+    let next = store
+        .dead_letters(two[1].id, 2)
+        .await
+        .unwrap_or_else(|e| panic!("dead_letters failed: {e}"));
+    assert_eq!(
+        next,
+        all[2..].to_vec(),
+        "the next page starts after the last id seen"
+    );
+    let past = store
+        .dead_letters(ids[2], 2)
+        .await
+        .unwrap_or_else(|e| panic!("dead_letters failed: {e}"));
+    assert!(past.is_empty(), "nothing after the newest");
     let taken = store
         .take_dead_letter(ids[1])
         .await
@@ -382,7 +396,7 @@ pub async fn dead_letters_put_list_take(store: Arc<dyn Store>) {
         .unwrap_or_else(|e| panic!("take_dead_letter failed: {e}"));
     assert_eq!(again, None, "a taken letter is gone");
     let rest = store
-        .dead_letters(10)
+        .dead_letters(0, 10)
         .await
         .unwrap_or_else(|e| panic!("dead_letters failed: {e}"));
     assert_eq!(rest, vec![all[0].clone(), all[2].clone()]);
