@@ -26,7 +26,8 @@ pub fn view(p: &Post) -> Value {
         "id": p.id, "slug": p.slug, "author_id": p.author_id, "title": p.title,
         "description": p.description, "body": p.body, "status": p.status,
         "preview_url": p.preview_url, "reason": p.reason, "flow_id": p.flow_id,
-        "created_at": p.created_at, "updated_at": p.updated_at,
+        "created_at": sagaflow_api::rfc3339(p.created_at),
+        "updated_at": sagaflow_api::rfc3339(p.updated_at),
     })
 }
 

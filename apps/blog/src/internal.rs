@@ -94,7 +94,10 @@ async fn new_key(
     })
     .await
     .map_err(store_problem)?;
-    Ok(json!({ "id": id, "key": key, "description": description, "expires_at": expires_at }))
+    Ok(json!({
+        "id": id, "key": key, "description": description,
+        "expires_at": expires_at.map(sagaflow_api::rfc3339),
+    }))
 }
 
 /// `POST /api/internal/init-keys`: a key for each service, 200 `{keys: [{key, description}]}`.

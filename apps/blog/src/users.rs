@@ -291,7 +291,7 @@ pub async fn notifications(
     .map_err(store_problem)?;
     let items: Vec<Value> = rows
         .iter()
-        .map(|r| json!({ "post_id": int(r, 0), "push_key": text(r, 1), "message": text(r, 2), "created_at": int(r, 3) }))
+        .map(|r| json!({ "post_id": int(r, 0), "push_key": text(r, 1), "message": text(r, 2), "created_at": sagaflow_api::rfc3339(int(r, 3)) }))
         .collect();
     Ok(Json(Value::Array(items)))
 }

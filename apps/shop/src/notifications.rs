@@ -68,8 +68,8 @@ pub struct Notification {
     id: String,
     user_id: String,
     message: String,
-    /// Milliseconds since the epoch.
-    date: i64,
+    /// When (RFC 3339, UTC).
+    date: String,
 }
 
 /// `GET /notification?limit&offset`: the caller's notifications, newest first, a page at a
@@ -96,7 +96,7 @@ pub async fn list(
                 id: text(r, 0),
                 user_id: text(r, 1),
                 message: text(r, 2),
-                date: int(r, 3),
+                date: sagaflow_api::rfc3339(int(r, 3)),
             })
             .collect(),
     ))

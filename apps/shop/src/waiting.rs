@@ -428,7 +428,8 @@ pub struct Order {
     subscription: i64,
     cost: i64,
     status: &'static str,
-    created_at: i64,
+    /// When it was placed (RFC 3339, UTC).
+    created_at: String,
 }
 
 async fn user_orders(
@@ -477,7 +478,7 @@ async fn view(
         subscription,
         cost: crate::catalogue::price(subscription).unwrap_or_default(),
         status,
-        created_at,
+        created_at: sagaflow_api::rfc3339(created_at),
     })
 }
 

@@ -450,7 +450,7 @@ pub async fn list(
         .map(|r| {
             json!({
                 "id": text(r, 0), "from": text(r, 1), "to": text(r, 2), "text": text(r, 3),
-                "created_at": int(r, 4), "read": r.get(5).is_some_and(|v| v.as_str().is_some()),
+                "created_at": sagaflow_api::rfc3339(int(r, 4)), "read": r.get(5).is_some_and(|v| v.as_str().is_some()),
             })
         })
         .collect();
@@ -498,7 +498,7 @@ pub async fn dialogs(
             json!({
                 "dialog_id": dialog,
                 "partner_id": crate::counters::partner_in(&dialog, &me),
-                "last_message_at": int(r, 1),
+                "last_message_at": sagaflow_api::rfc3339(int(r, 1)),
                 "unread": unread,
             })
         })

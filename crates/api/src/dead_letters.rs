@@ -28,8 +28,9 @@ pub struct DeadLetterView {
     pub reason: String,
     /// Delivery attempts before it was given up.
     pub attempts: u32,
-    /// When it was kept (unix ms).
-    pub created_at: i64,
+    /// When it was kept (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub created_at: String,
     /// The raw body as text; bytes that are not UTF-8 show as U+FFFD (see `body_utf8`).
     pub body: String,
     /// Whether `body` is the body exactly (it was valid UTF-8).
@@ -44,7 +45,7 @@ impl From<DeadLetter> for DeadLetterView {
             topic: letter.topic,
             reason: letter.reason,
             attempts: letter.attempts,
-            created_at: letter.created_at,
+            created_at: crate::times::rfc3339(letter.created_at),
             body: String::from_utf8_lossy(&letter.body).into_owned(),
             body_utf8,
         }

@@ -12,8 +12,9 @@ use crate::ApiState;
 /// One thing that happened in a flow.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FlowEntryView {
-    /// When (unix ms).
-    pub at: i64,
+    /// When (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub at: String,
     /// The service that emitted or handled the event.
     pub service: String,
     /// The event's name.
@@ -93,7 +94,7 @@ pub(crate) async fn show(
     let entries = page
         .into_iter()
         .map(|e| FlowEntryView {
-            at: e.at,
+            at: crate::times::rfc3339(e.at),
             service: e.service,
             event: e.event,
             message_id: e.message_id,

@@ -23,6 +23,7 @@ mod request_id;
 mod routes;
 mod sagas;
 mod signals;
+mod times;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
@@ -37,6 +38,7 @@ pub use problem::{Problem, HIDDEN_STORE_ERROR, PROBLEM_JSON};
 pub use request_id::{RequestId, X_REQUEST_ID};
 pub use routes::{Access, AppRoutes, RouteRule, Routes};
 pub use sagas::traceparent;
+pub use times::{parse_utc, rfc3339, utc_time};
 
 /// HTTP settings.
 #[derive(Debug, Clone)]
@@ -160,26 +162,4 @@ pub fn app_with(state: ApiState, apps: AppRoutes) -> Router {
             deadline::bound,
         ))
         .layer(axum::middleware::from_fn(request_id::propagate))
-}
-
-/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC` (the CLI and the dashboard show
-/// times this way).
-pub fn utc_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }

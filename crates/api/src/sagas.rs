@@ -14,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use crate::problem::Problem;
 use crate::request_id::RequestId;
+use crate::times::rfc3339;
 use crate::ApiState;
 
 /// Default page size of `GET /sagas`.
@@ -108,12 +109,15 @@ pub struct SagaView {
     pub context: Value,
     /// The correlation key value, if any.
     pub correlation_key: Option<String>,
-    /// When it started (unix ms).
-    pub created_at: i64,
-    /// When it last changed (unix ms).
-    pub updated_at: i64,
-    /// When it ended (unix ms).
-    pub ended_at: Option<i64>,
+    /// When it started (RFC 3339, UTC).
+    #[schema(format = DateTime, example = "2026-12-04T19:22:35.120Z")]
+    pub created_at: String,
+    /// When it last changed (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    /// When it ended (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub ended_at: Option<String>,
     /// Why it is compensating or failed.
     pub reason: Option<String>,
     /// The `X-Request-ID` of the request that started it.
@@ -142,11 +146,11 @@ pub struct ListQuery {
     pub definition: Option<String>,
     /// Only sagas with this correlation key.
     pub correlation_id: Option<String>,
-    /// Only sagas created at or after this time (unix ms).
-    #[param(value_type = Option<i64>)]
+    /// Only sagas created at or after this time (RFC 3339 in UTC, or unix ms).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub created_after: Option<String>,
-    /// Only sagas created before this time (unix ms).
-    #[param(value_type = Option<i64>)]
+    /// Only sagas created before this time (RFC 3339 in UTC, or unix ms).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub created_before: Option<String>,
     /// Page size, 1 to 500 (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
@@ -166,14 +170,25 @@ pub struct AttemptView {
     pub attempt: u32,
     /// How it went.
     pub status: AttemptOutcome,
-    /// When it was sent (unix ms).
-    pub started_at: i64,
-    /// When its outcome was recorded (unix ms).
-    pub completed_at: Option<i64>,
+    /// When it was sent (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub started_at: String,
+    /// When its outcome was recorded (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub completed_at: Option<String>,
     /// The error, refusal or timeout, if any.
     pub error: Option<String>,
     /// How many attempts came before this one (0 for the first).
     pub retry_attempt: u32,
+}
+
+/// A saga's attempts.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SagaHistory {
+    /// The saga.
+    pub saga_id: String,
+    /// Every attempt of every action and compensation, in the order they were sent.
+    pub history: Vec<AttemptView>,
 }
 
 /// Action or compensation.
@@ -209,9 +224,11 @@ pub enum AttemptOutcome {
 pub struct JournalEntryView {
     /// Position in the journal, from 1.
     pub seq: u64,
-    /// When it was decided (unix ms).
-    pub at: i64,
-    /// The event, tagged by `type` (`started`, `attempt_dispatched`, …, `ended`).
+    /// When it was decided (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// The event, tagged by `type` (`started`, `attempt_dispatched`, …, `ended`); its times
+    /// (`deadline_at`, `retry_at`, `timeout_at`) are RFC 3339 too.
     #[schema(value_type = Object)]
     pub event: Value,
 }
@@ -336,12 +353,17 @@ pub(crate) async fn list(
         value
             .as_ref()
             .map(|text| {
-                text.parse::<i64>().map_err(|_| {
-                    Problem::bad_filter(
-                        name,
-                        format!("{text:?} is not a unix time in milliseconds"),
-                    )
-                })
+                text.parse::<i64>()
+                    .ok()
+                    .or_else(|| crate::times::parse_utc(text))
+                    .ok_or_else(|| {
+                        Problem::bad_filter(
+                            name,
+                            format!(
+                                "{text:?} is not a time (RFC 3339 in UTC, 2026-12-04T19:22:35.120Z, or unix milliseconds)"
+                            ),
+                        )
+                    })
             })
             .transpose()
     };
@@ -405,9 +427,9 @@ fn view(state: &ApiState, s: &SagaState) -> SagaView {
         current_step,
         context: s.context.clone(),
         correlation_key: s.correlation_key.clone(),
-        created_at: s.created_at,
-        updated_at: s.updated_at,
-        ended_at: s.ended_at,
+        created_at: rfc3339(s.created_at),
+        updated_at: rfc3339(s.updated_at),
+        ended_at: s.ended_at.map(rfc3339),
         reason: s.reason.clone(),
         request_id: s.request_id.clone(),
     }
@@ -447,14 +469,14 @@ pub(crate) async fn show(
     tag = "sagas",
     params(("id" = String, Path, description = "Saga id")),
     responses(
-        (status = 200, description = "Every attempt of every action and compensation", body = [AttemptView]),
+        (status = 200, description = "Every attempt of every action and compensation", body = SagaHistory),
         (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn history(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Vec<AttemptView>>, Problem> {
+) -> Result<Json<SagaHistory>, Problem> {
     let saga = load(&state, &id).await?;
     let def = state
         .engine
@@ -478,13 +500,16 @@ pub(crate) async fn history(
                 AttemptStatus::TimedOut => AttemptOutcome::TimedOut,
                 AttemptStatus::Parked => AttemptOutcome::Parked,
             },
-            started_at: a.started_at,
-            completed_at: a.completed_at,
+            started_at: rfc3339(a.started_at),
+            completed_at: a.completed_at.map(rfc3339),
             error: a.error,
             retry_attempt: a.retry_attempt,
         })
         .collect();
-    Ok(Json(attempts))
+    Ok(Json(SagaHistory {
+        saga_id: saga.saga_id.0,
+        history: attempts,
+    }))
 }
 
 /// A saga's journal: every event, in order.
@@ -509,10 +534,14 @@ pub(crate) async fn journal(
     }
     let entries = journal
         .into_iter()
-        .map(|entry| JournalEntryView {
-            seq: entry.seq,
-            at: entry.at,
-            event: serde_json::to_value(&entry.event).unwrap_or(Value::Null),
+        .map(|entry| {
+            let mut event = serde_json::to_value(&entry.event).unwrap_or(Value::Null);
+            crate::times::times_as_text(&mut event);
+            JournalEntryView {
+                seq: entry.seq,
+                at: rfc3339(entry.at),
+                event,
+            }
         })
         .collect();
     Ok(Json(entries))

@@ -35,7 +35,8 @@ async fn pages_return_every_saga_exactly_once_newest_first() {
         assert!(items.len() <= 3);
         seen.extend(items.iter().map(|s| {
             (
-                s["created_at"].as_i64().unwrap_or_default(),
+                sagaflow_api::parse_utc(s["created_at"].as_str().unwrap_or_default())
+                    .expect("created_at is RFC 3339"),
                 s["saga_id"].as_str().unwrap_or_default().to_string(),
             )
         }));
@@ -78,6 +79,15 @@ async fn pages_return_every_saga_exactly_once_newest_first() {
         .get(&format!("/api/v1/sagas?created_before={first}"))
         .await;
     assert_eq!(before.body["items"], json!([]));
+    // The same range written as RFC 3339.
+    let as_text = api
+        .get(&format!(
+            "/api/v1/sagas?created_after={}&created_before={}",
+            sagaflow_api::rfc3339(first),
+            sagaflow_api::rfc3339(last + 1)
+        ))
+        .await;
+    assert_eq!(as_text.body["items"], after.body["items"]);
     api.stop().await;
 }
 

@@ -37,7 +37,14 @@ async fn a_started_saga_completes_and_records_the_request_id_and_trace() {
     assert_eq!(saga["current_step"], json!(null));
     assert_eq!(saga["context"]["notify_action"], true);
     assert_eq!(saga["request_id"], "req-42");
-    assert!(saga["ended_at"].as_i64().is_some());
+    let rfc3339 = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(sagaflow_api::parse_utc)
+            .map(sagaflow_api::rfc3339)
+            == v.as_str().map(str::to_string)
+    };
+    assert!(rfc3339(&saga["ended_at"]), "{saga}");
+    assert!(rfc3339(&saga["created_at"]) && rfc3339(&saga["updated_at"]));
     let state = api
         .engine
         .saga(&SagaId(id.clone()))
@@ -49,8 +56,9 @@ async fn a_started_saga_completes_and_records_the_request_id_and_trace() {
 
     let history = api.get(&format!("/api/v1/sagas/{id}/history")).await;
     assert_eq!(history.status, StatusCode::OK);
+    assert_eq!(history.body["saga_id"], id.as_str());
+    let history = &history.body["history"];
     let steps: Vec<(&str, &str, &str)> = history
-        .body
         .as_array()
         .expect("array")
         .iter()
@@ -71,13 +79,14 @@ async fn a_started_saga_completes_and_records_the_request_id_and_trace() {
             ("notify", "action", "succeeded"),
         ]
     );
-    assert_eq!(history.body[0]["retry_attempt"], 0);
-    assert!(history.body[0]["completed_at"].as_i64().is_some());
+    assert_eq!(history[0]["retry_attempt"], 0);
+    assert!(rfc3339(&history[0]["completed_at"]) && rfc3339(&history[0]["started_at"]));
 
     let journal = api.get(&format!("/api/v1/sagas/{id}/journal")).await;
     assert_eq!(journal.status, StatusCode::OK);
     let entries = journal.body.as_array().expect("array");
     assert_eq!(entries[0]["event"]["type"], "started");
+    assert!(rfc3339(&entries[0]["at"]), "{}", entries[0]);
     assert_eq!(entries[0]["event"]["request_id"], "req-42");
     assert_eq!(entries.last().expect("entries")["event"]["type"], "ended");
     let seqs: Vec<u64> = entries.iter().filter_map(|e| e["seq"].as_u64()).collect();
@@ -169,8 +178,7 @@ async fn a_rejected_step_compensates_and_history_shows_the_compensations() {
         "{saga}"
     );
     let history = api.get(&format!("/api/v1/sagas/{id}/history")).await;
-    let rows: Vec<(String, String, String)> = history
-        .body
+    let rows: Vec<(String, String, String)> = history.body["history"]
         .as_array()
         .expect("array")
         .iter()
@@ -194,7 +202,7 @@ async fn a_rejected_step_compensates_and_history_shows_the_compensations() {
         .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
         .collect();
     assert_eq!(rows, expected);
-    assert!(history.body[2]["error"]
+    assert!(history.body["history"][2]["error"]
         .as_str()
         .unwrap_or_default()
         .contains("ship says no"));

@@ -246,7 +246,7 @@ pub async fn run(client_args: &ClientArgs, cmd: SagaCommand) -> anyhow::Result<(
                 "{:<20} {:<13} {:>7} {:<10} {:<24} ERROR",
                 "STEP", "KIND", "ATTEMPT", "STATUS", "STARTED"
             );
-            for a in h.as_array().into_iter().flatten() {
+            for a in h["history"].as_array().into_iter().flatten() {
                 println!(
                     "{:<20} {:<13} {:>7} {:<10} {:<24} {}",
                     text(&a["step_name"]),
@@ -334,10 +334,13 @@ fn text(v: &Value) -> String {
     }
 }
 
-/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS UTC`.
+/// An API time (RFC 3339, or unix milliseconds) as `YYYY-MM-DD HH:MM:SS UTC`.
 fn time(v: &Value) -> String {
-    v.as_i64()
-        .map_or_else(|| "-".into(), sagaflow_api::utc_time)
+    let ms = match v {
+        Value::String(s) => sagaflow_api::parse_utc(s),
+        other => other.as_i64(),
+    };
+    ms.map_or_else(|| "-".into(), sagaflow_api::utc_time)
 }
 
 #[cfg(test)]
@@ -352,6 +355,10 @@ mod tests {
             "2026-11-22 04:34:56 UTC"
         );
         assert_eq!(time(&Value::Null), "-");
+        assert_eq!(
+            time(&serde_json::json!("2026-11-22T04:34:56.789Z")),
+            "2026-11-22 04:34:56 UTC"
+        );
         assert_eq!(encode("a b/c"), "a%20b%2Fc");
     }
 }

@@ -223,7 +223,7 @@ impl Rig {
         let v = self
             .get(format!("{}/api/v1/sagas/{saga}/history", self.serve.base))
             .await;
-        v.as_array().cloned().unwrap_or_default()
+        v["history"].as_array().cloned().unwrap_or_default()
     }
 
     /// What payments did for the saga (`GET /effects`), in the order it did it.

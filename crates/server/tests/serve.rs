@@ -184,7 +184,7 @@ fn two_servers_side_by_side_run_sagas_through_the_api() {
         &[],
     );
     assert_eq!(code, 200);
-    let kinds: Vec<(String, String)> = history
+    let kinds: Vec<(String, String)> = history["history"]
         .as_array()
         .unwrap()
         .iter()

@@ -34,34 +34,7 @@ fn given(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
-/// `YYYY-MM-DDTHH:MM[:SS]` (UTC) to unix ms.
-fn parse_time(text: &str) -> Option<i64> {
-    let (date, time) = text.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm) = (t.next()??, t.next()??);
-    let ss = t.next().flatten().unwrap_or(0);
-    // Years 1 to 9999 only: the arithmetic below cannot overflow on what a form can send.
-    if !(1..=9999).contains(&y)
-        || !(1..=12).contains(&m)
-        || !(1..=31).contains(&day)
-        || !(0..=23).contains(&hh)
-        || !(0..=59).contains(&mm)
-        || !(0..=59).contains(&ss)
-    {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400) + hh * 3600 + mm * 60 + ss) * 1000)
-}
+use crate::times::parse_utc as parse_time;
 
 /// The page of sagas the filters select, and the cursor of the next page; or what is wrong
 /// with a filter.
