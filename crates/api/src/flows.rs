@@ -55,7 +55,7 @@ pub struct FlowQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// Entries to skip: the previous page's `next_offset`.
-    #[param(value_type = Option<u64>, minimum = 0)]
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub offset: Option<String>,
 }
 
@@ -79,12 +79,15 @@ pub(crate) async fn show(
     let limit = crate::extract::page_limit(query.limit.as_deref(), MAX_LIMIT, MAX_LIMIT)?;
     let offset = match &query.offset {
         None => 0,
-        Some(text) => text.parse::<u64>().map_err(|_| {
-            Problem::bad_filter(
-                "offset",
-                format!("{text:?} is not a whole number, 0 or more"),
-            )
-        })?,
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if n >= 0 => n as u64,
+            _ => {
+                return Err(Problem::bad_filter(
+                    "offset",
+                    format!("{text:?} is not a whole number from 0 to {}", i64::MAX),
+                ))
+            }
+        },
     };
     let page = state
         .engine

@@ -146,10 +146,10 @@ pub struct ListQuery {
     pub definition: Option<String>,
     /// Only sagas with this correlation key.
     pub correlation_id: Option<String>,
-    /// Only sagas created at or after this time (RFC 3339 in UTC, or unix ms).
+    /// Only sagas created at or after this time (RFC 3339 in UTC).
     #[param(value_type = Option<String>, format = DateTime)]
     pub created_after: Option<String>,
-    /// Only sagas created before this time (RFC 3339 in UTC, or unix ms).
+    /// Only sagas created before this time (RFC 3339 in UTC).
     #[param(value_type = Option<String>, format = DateTime)]
     pub created_before: Option<String>,
     /// Page size, 1 to 500 (default 50).
@@ -353,17 +353,14 @@ pub(crate) async fn list(
         value
             .as_ref()
             .map(|text| {
-                text.parse::<i64>()
-                    .ok()
-                    .or_else(|| crate::times::parse_utc(text))
-                    .ok_or_else(|| {
-                        Problem::bad_filter(
-                            name,
-                            format!(
-                                "{text:?} is not a time (RFC 3339 in UTC, 2026-12-04T19:22:35.120Z, or unix milliseconds)"
-                            ),
-                        )
-                    })
+                crate::times::parse_utc(text).ok_or_else(|| {
+                    Problem::bad_filter(
+                        name,
+                        format!(
+                            "{text:?} is not an RFC 3339 time in UTC (2026-12-04T19:22:35.120Z)"
+                        ),
+                    )
+                })
             })
             .transpose()
     };

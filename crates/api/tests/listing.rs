@@ -70,24 +70,19 @@ async fn pages_return_every_saga_exactly_once_newest_first() {
     let last = seen.first().map(|(at, _)| *at).unwrap_or_default();
     let after = api
         .get(&format!(
-            "/api/v1/sagas?created_after={first}&created_before={}",
-            last + 1
-        ))
-        .await;
-    assert_eq!(after.body["items"].as_array().map(Vec::len), Some(7));
-    let before = api
-        .get(&format!("/api/v1/sagas?created_before={first}"))
-        .await;
-    assert_eq!(before.body["items"], json!([]));
-    // The same range written as RFC 3339.
-    let as_text = api
-        .get(&format!(
             "/api/v1/sagas?created_after={}&created_before={}",
             sagaflow_api::rfc3339(first),
             sagaflow_api::rfc3339(last + 1)
         ))
         .await;
-    assert_eq!(as_text.body["items"], after.body["items"]);
+    assert_eq!(after.body["items"].as_array().map(Vec::len), Some(7));
+    let before = api
+        .get(&format!(
+            "/api/v1/sagas?created_before={}",
+            sagaflow_api::rfc3339(first)
+        ))
+        .await;
+    assert_eq!(before.body["items"], json!([]));
     api.stop().await;
 }
 
@@ -98,6 +93,7 @@ async fn each_bad_filter_is_400_naming_the_parameter() {
         ("status=sleeping", "status"),
         ("created_after=yesterday", "created_after"),
         ("created_before=1.5", "created_before"),
+        ("created_before=0", "created_before"),
         ("limit=0", "limit"),
         ("limit=501", "limit"),
         ("limit=many", "limit"),
