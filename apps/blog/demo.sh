@@ -10,10 +10,10 @@
 #      three in all, and whichever end comes is shown); the subscriber's push records; the
 #      flow's timeline from the engine (GET /api/v1/flows/{flow_id});
 #   3. an article containing "casino": REJECTED, with the reason;
-#   4. the internal endpoints, a world apart from user tokens: init-keys (only without a key on
-#      a database that has none; a second run is refused with 401 — then set
-#      SAGAFLOW_BLOG_API_KEY to a key an earlier run printed), a post read with X-API-Key, and
-#      the same read without a key and with a user's token, both 401.
+#   4. the internal endpoints, a world apart from user tokens: init-keys (with the one-time
+#      token the server printed at start, in SAGAFLOW_BLOG_INIT_TOKEN; without it, or once it
+#      was used, 401 — then set SAGAFLOW_BLOG_API_KEY to a key an earlier run printed), a post
+#      read with X-API-Key, and the same read without a key and with a user's token, both 401.
 #
 # Usage: apps/blog/demo.sh [BASE_URL]     (default http://127.0.0.1:8080; start it with `cargo run`)
 # With the engine's API keys configured, set SAGAFLOW_API_KEY to a key with the read right (for
@@ -22,6 +22,7 @@ set -euo pipefail
 base=${1:-${BLOG_URL:-http://127.0.0.1:8080}}
 engine_key=${SAGAFLOW_API_KEY:-}
 blog_key=${SAGAFLOW_BLOG_API_KEY:-}
+init_token=${SAGAFLOW_BLOG_INIT_TOKEN:-}
 
 say() { printf '\n== %s\n' "$*"; }
 fail() { echo "demo.sh: $*" >&2; exit 1; }
@@ -131,16 +132,13 @@ timeline() { # FLOW: prints the flow's entries, one a line (with the detail of a
   flow_json "$1"
   echo "  $last"
   printf '%s' "$body" |
-    grep -o '"at":[0-9]*,"service":"[^"]*","event":"[^"]*","message_id":"[^"]*","causation_id":\(null\|"[^"]*"\),"outcome":"[^"]*","attempt":[0-9]*,"detail":\(null\|"\([^"\\]\|\\.\)*"\)' |
-    sed 's/"at":\([0-9]*\),"service":"\([^"]*\)","event":"\([^"]*\)".*"outcome":"\([^"]*\)","attempt":\([0-9]*\),"detail":"\{0,1\}\(.*\)/\1 \2 \3 \4 \5 \6/; s/"$//; s/ null$//; s/\\"/"/g' |
-    {
-      first=""
-      while read -r at service event outcome attempt detail; do
-        first=${first:-$at}
-        printf '  %+6d ms  %-18s %-23s %-13s attempt %s%s\n' "$((at - first))" "$service" "$event" \
-          "$outcome" "$attempt" "${detail:+  ($detail)}"
-      done
-    }
+    grep -o '"at":"[^"]*","service":"[^"]*","event":"[^"]*","message_id":"[^"]*","causation_id":\(null\|"[^"]*"\),"outcome":"[^"]*","attempt":[0-9]*,"detail":\(null\|"\([^"\\]\|\\.\)*"\)' |
+    sed 's/"at":"\([^"]*\)","service":"\([^"]*\)","event":"\([^"]*\)".*"outcome":"\([^"]*\)","attempt":\([0-9]*\),"detail":"\{0,1\}\(.*\)/\1 \2 \3 \4 \5 \6/; s/"$//; s/ null$//; s/\\"/"/g' |
+    while read -r at service event outcome attempt detail; do
+      # The time of day of each entry (RFC 3339, UTC): HH:MM:SS.mmm.
+      printf '  %s  %-18s %-23s %-13s attempt %s%s\n' "${at:11:12}" "$service" "$event" \
+        "$outcome" "$attempt" "${detail:+  ($detail)}"
+    done
 }
 
 run=$RANDOM$RANDOM
@@ -193,7 +191,11 @@ settle "$slug" "$author_token"
 timeline "$flow"
 
 say "4. Internal endpoints: service keys, not user tokens"
-request POST /api/internal/init-keys
+if [ -n "$init_token" ]; then
+  request POST /api/internal/init-keys "x-init-token: $init_token"
+else
+  request POST /api/internal/init-keys
+fi
 key=""
 case "$code" in
   200)
@@ -204,11 +206,11 @@ case "$code" in
   401)
     show
     if [ -n "$blog_key" ]; then
-      echo "  keys exist already: using SAGAFLOW_BLOG_API_KEY"
+      echo "  no init-keys this time: using SAGAFLOW_BLOG_API_KEY"
       key=$blog_key
     else
-      echo "  keys exist already (an earlier run on this database?): init-keys now needs one of them."
-      echo "  Set SAGAFLOW_BLOG_API_KEY to a key an earlier run printed to read a post with it."
+      echo "  init-keys needs the one-time token the server printed at start (set SAGAFLOW_BLOG_INIT_TOKEN),"
+      echo "  or it was used already: set SAGAFLOW_BLOG_API_KEY to a key an earlier run printed."
     fi
     ;;
   *) expect 200 ;;

@@ -151,7 +151,7 @@ pub async fn get(
 }
 
 /// `POST /api/articles/{id}/publish` (bearer, the author): 202 `{id, status, flow_id}`; 409
-/// unless it is a DRAFT; 403 for another user; 404 for an unknown article.
+/// unless it is a DRAFT; 404 for an unknown article or another user's.
 pub async fn publish(
     State(state): State<BlogState>,
     Path(key): Path<String>,
@@ -173,8 +173,10 @@ pub async fn publish(
             let Some(post) = posts::by_id(tx, id).await? else {
                 return Ok(Err(StatusCode::NOT_FOUND));
             };
+            // Another author's post is not there for this user (a draft's existence is
+            // its author's business): 404, as for an unknown one.
             if post.author_id != me {
-                return Ok(Err(StatusCode::FORBIDDEN));
+                return Ok(Err(StatusCode::NOT_FOUND));
             }
             match posts::transition(tx, id, Transition::Submit { flow_id: f }).await? {
                 Transitioned::Done(p) => {
@@ -198,11 +200,6 @@ pub async fn publish(
                 Json(json!({ "id": post.id, "status": post.status, "flow_id": flow_id })),
             ))
         }
-        Err(StatusCode::FORBIDDEN) => Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "not_the_author",
-            "only the article's author can publish it",
-        )),
         Err(StatusCode::CONFLICT) => Err(Problem::new(
             StatusCode::CONFLICT,
             "not_a_draft",

@@ -46,6 +46,9 @@ pub struct BlogConfig {
     pub notify_failures: u32,
     /// The first delay between attempts (then doubling, up to 5 s).
     pub retry_initial_ms: u64,
+    /// The one-time token `init-keys` takes on a server without API keys
+    /// (`SAGAFLOW_BLOG_INIT_TOKEN`; made up and printed at start when not given).
+    pub init_token: Option<String>,
 }
 
 impl Default for BlogConfig {
@@ -58,6 +61,7 @@ impl Default for BlogConfig {
             preview_failures: 0,
             notify_failures: 0,
             retry_initial_ms: 500,
+            init_token: None,
         }
     }
 }
@@ -106,6 +110,14 @@ impl BlogConfig {
                 .filter(|ms| *ms >= 1)
                 .ok_or_else(|| format!("SAGAFLOW_BLOG_RETRY_INITIAL_MS = {v:?} must be a number of milliseconds, 1 or more"))?;
         }
+        if let Some(v) = env("SAGAFLOW_BLOG_INIT_TOKEN") {
+            if v.len() < 16 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(
+                    "SAGAFLOW_BLOG_INIT_TOKEN must be at least 16 visible characters".to_string(),
+                );
+            }
+            c.init_token = Some(v);
+        }
         Ok(c)
     }
 
@@ -132,6 +144,39 @@ pub struct BlogState {
     pub config: Arc<BlogConfig>,
     /// Wakes this process's event relay after a commit that emitted an event.
     pub relay_wake: Option<Arc<tokio::sync::Notify>>,
+    /// How `init-keys` is authorised: by the server's `operate` key, checked at the edge
+    /// (the server has API keys), or by a one-time token.
+    pub init_keys: InitKeys,
+}
+
+/// Who may call `POST /api/internal/init-keys`.
+#[derive(Clone)]
+pub enum InitKeys {
+    /// The server has API keys: the edge lets only an `operate` key through.
+    OperateKey,
+    /// An open server: the token in `X-Init-Token`, good once.
+    OneTimeToken(Arc<std::sync::Mutex<Option<String>>>),
+}
+
+impl InitKeys {
+    /// For a server with (`true`) or without API keys; an open one takes `token`, or a
+    /// fresh one (see [`InitKeys::token`] to print it).
+    pub fn new(server_has_keys: bool, token: Option<String>) -> InitKeys {
+        if server_has_keys {
+            InitKeys::OperateKey
+        } else {
+            let token = token.unwrap_or_else(sagaflow_app_kit::auth::random_secret);
+            InitKeys::OneTimeToken(Arc::new(std::sync::Mutex::new(Some(token))))
+        }
+    }
+
+    /// The one-time token, while it is unused.
+    pub fn token(&self) -> Option<String> {
+        match self {
+            InitKeys::OperateKey => None,
+            InitKeys::OneTimeToken(t) => t.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
 }
 
 const SCHEMA: &[&str] = &[
@@ -140,8 +185,11 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS blog_posts (id BIGINT PRIMARY KEY, slug TEXT NOT NULL UNIQUE, author_id BIGINT NOT NULL, title TEXT NOT NULL, description TEXT NOT NULL, body TEXT NOT NULL, status TEXT NOT NULL, preview_url TEXT, reason TEXT, flow_id TEXT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS blog_push (subscriber_id BIGINT NOT NULL, post_id BIGINT NOT NULL, push_key TEXT NOT NULL, message TEXT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (subscriber_id, post_id))",
     "CREATE TABLE IF NOT EXISTS blog_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS blog_api_keys (id TEXT PRIMARY KEY, key_sha256 TEXT NOT NULL UNIQUE, description TEXT NOT NULL, active BIGINT NOT NULL, expires_at BIGINT, created_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS blog_api_keys (id TEXT PRIMARY KEY, key_sha256 TEXT NOT NULL UNIQUE, description TEXT NOT NULL, active BIGINT NOT NULL, expires_at BIGINT, created_at BIGINT NOT NULL, scopes TEXT NOT NULL DEFAULT 'read moderate preview publish keys')",
 ];
+
+/// Keys made before keys had scopes keep every scope they had in effect.
+const ADD_SCOPES: &str = "ALTER TABLE blog_api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT 'read moderate preview publish keys'";
 
 /// Creates the tables and settles the token key. Returns the config to use.
 pub async fn prepare(
@@ -149,6 +197,13 @@ pub async fn prepare(
     mut config: BlogConfig,
 ) -> Result<BlogConfig, StoreError> {
     sagaflow_app_kit::sql::create_tables(store, SCHEMA).await?;
+    let has_scopes =
+        sagaflow_app_kit::sql::read(store, "SELECT scopes FROM blog_api_keys WHERE 1 = 0", &[])
+            .await
+            .is_ok();
+    if !has_scopes {
+        sagaflow_app_kit::sql::create_tables(store, &[ADD_SCOPES]).await?;
+    }
     sagaflow_engine::flow::prepare(store).await?;
     if config.jwt_secret.is_empty() {
         config.jwt_secret = sagaflow_app_kit::sql::stored_secret(store, "blog").await?;

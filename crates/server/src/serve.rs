@@ -159,11 +159,14 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         store: store.clone(),
         config: std::sync::Arc::new(shop_config),
     });
+    let blog_init_keys =
+        sagaflow_blog::InitKeys::new(!config.api_keys.is_empty(), blog_config.init_token.clone());
     let blog = sagaflow_blog::router(sagaflow_blog::BlogState {
         engine: engine.clone(),
         store: store.clone(),
         config: std::sync::Arc::new(blog_config),
         relay_wake: relay.as_ref().map(|r| r.waker()),
+        init_keys: blog_init_keys.clone(),
     });
     let social = sagaflow_social::SocialState {
         engine: engine.clone(),
@@ -229,6 +232,13 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     println!("  health:   {base}/healthz");
     if config.api_keys.is_empty() {
         println!("  auth:     none (no API keys configured; everything is open)");
+        if config.role != Role::Engine {
+            if let Some(token) = blog_init_keys.token() {
+                println!(
+                    "  blog:     POST /api/internal/init-keys takes X-Init-Token: {token} (once)"
+                );
+            }
+        }
     } else {
         let reading = if config.read_open {
             "open"

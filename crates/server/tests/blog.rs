@@ -18,6 +18,9 @@ use sagaflow_testkit::brokers::NatsServer;
 use serde_json::{json, Value};
 
 mod support;
+
+/// The one-time token `init-keys` takes on these keyless servers.
+const INIT_TOKEN: &str = "blog-init-token-for-tests";
 use support::{pg_url, spawn, Serve};
 
 /// Sends a request and reads its JSON answer.
@@ -178,6 +181,7 @@ async fn embedded_a_post_is_published_by_choreography_and_internal_endpoints_are
             ("SAGAFLOW_BLOG_APPROVAL_RATE", "1"),
             ("SAGAFLOW_BLOG_NOTIFY_FAILURES", "2"),
             ("SAGAFLOW_BLOG_RETRY_INITIAL_MS", "50"),
+            ("SAGAFLOW_BLOG_INIT_TOKEN", INIT_TOKEN),
         ],
     );
     let (base, http) = (serve.base.clone(), Client::new());
@@ -293,7 +297,11 @@ async fn embedded_a_post_is_published_by_choreography_and_internal_endpoints_are
         .send()
         .await
         .unwrap();
-    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        foreign.status(),
+        StatusCode::NOT_FOUND,
+        "another author's draft is not there for this user"
+    );
 
     // Rejection: the content rules say no.
     let (spam, _) = publish(
@@ -349,19 +357,84 @@ async fn embedded_a_post_is_published_by_choreography_and_internal_endpoints_are
         StatusCode::UNAUTHORIZED,
         "a user's token is no service key"
     );
-    let keys = json_of(http.post(format!("{base}/api/internal/init-keys"))).await;
-    let key = keys["keys"][0]["key"].as_str().unwrap().to_string();
-    assert_eq!(keys["keys"].as_array().unwrap().len(), 4);
-    let second_init = http
-        .post(format!("{base}/api/internal/init-keys"))
+    // init-keys: only with the one-time token (this server has no API keys), and only once.
+    let init = |token: Option<&str>| {
+        let req = http.post(format!("{base}/api/internal/init-keys"));
+        match token {
+            Some(t) => req.header("x-init-token", t),
+            None => req,
+        }
         .send()
-        .await
-        .unwrap();
+    };
+    for token in [None, Some("not-the-token-at-all")] {
+        let refused = init(token).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{token:?}");
+    }
+    let keys: Value = init(Some(INIT_TOKEN)).await.unwrap().json().await.unwrap();
+    let listed = keys["keys"].as_array().unwrap();
+    let scopes: Vec<String> = listed
+        .iter()
+        .map(|k| format!("{} {}", k["description"], k["scopes"]))
+        .collect();
+    assert_eq!(
+        scopes,
+        [
+            r#""moderation service" ["read","moderate"]"#,
+            r#""preview service" ["read","preview"]"#,
+            r#""publication service" ["read","publish"]"#,
+            r#""notification service" ["read"]"#,
+            r#""key administration" ["keys"]"#,
+        ]
+    );
+    let key = listed[0]["key"].as_str().unwrap().to_string();
+    let admin = listed[4]["key"].as_str().unwrap().to_string();
+    let second_init = init(Some(INIT_TOKEN)).await.unwrap();
     assert_eq!(
         second_init.status(),
         StatusCode::UNAUTHORIZED,
-        "keys exist: a key is needed"
+        "the token is good once"
     );
+    assert!(second_init.text().await.unwrap().contains("was used"));
+    // Scopes: moderation may not publish nor make keys; the administration key may not read.
+    let scoped = |method: reqwest::Method, path: String, key: String| {
+        http.request(method, format!("{base}{path}"))
+            .header("x-api-key", key)
+            .json(&json!({}))
+            .send()
+    };
+    for (method, path, key, why) in [
+        (
+            reqwest::Method::POST,
+            format!("/api/internal/posts/{}/publish", article["id"]),
+            key.clone(),
+            "moderation publishing",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/internal/keys".to_string(),
+            key.clone(),
+            "moderation making a key",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/api/internal/posts/{}", article["id"]),
+            admin.clone(),
+            "administration reading",
+        ),
+    ] {
+        let resp = scoped(method, path, key).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{why}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["code"], "missing_scope", "{why}: {v}");
+    }
+    let resp = http
+        .post(format!("{base}/api/internal/keys"))
+        .header("x-api-key", &admin)
+        .json(&json!({ "scopes": ["everything"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let shown = json_of(http.get(&post_url).header("x-api-key", &key)).await;
     assert_eq!(
         (shown["status"].as_str(), shown["preview_url"].is_string()),
@@ -381,7 +454,7 @@ async fn embedded_a_post_is_published_by_choreography_and_internal_endpoints_are
     );
     let expired = json_of(
         http.post(format!("{base}/api/internal/keys"))
-            .header("x-api-key", &key)
+            .header("x-api-key", &admin)
             .json(&json!({ "description": "short-lived", "expires_in_seconds": 0 })),
     )
     .await;
@@ -395,7 +468,7 @@ async fn embedded_a_post_is_published_by_choreography_and_internal_endpoints_are
     assert!(resp.text().await.unwrap().contains("expired"));
     let doomed = json_of(
         http.post(format!("{base}/api/internal/keys"))
-            .header("x-api-key", &key)
+            .header("x-api-key", &admin)
             .json(&json!({ "description": "to deactivate" })),
     )
     .await;
@@ -414,7 +487,7 @@ async fn embedded_a_post_is_published_by_choreography_and_internal_endpoints_are
             "{base}/api/internal/keys/{}/deactivate",
             doomed["id"].as_str().unwrap()
         ))
-        .header("x-api-key", &key)
+        .header("x-api-key", &admin)
         .send()
         .await
         .unwrap();
@@ -429,10 +502,19 @@ async fn embedded_a_post_is_published_by_choreography_and_internal_endpoints_are
         StatusCode::UNAUTHORIZED
     );
 
-    // Transitions: "already" when already there, 400 when impossible, 404 when unknown.
+    // Transitions: "already" when already there, 400 when impossible, 404 when unknown
+    // (with a key made for moderating and publishing).
+    let operator = json_of(
+        http.post(format!("{base}/api/internal/keys"))
+            .header("x-api-key", &admin)
+            .json(&json!({ "description": "operator", "scopes": ["moderate", "publish"] })),
+    )
+    .await;
+    assert_eq!(operator["scopes"], json!(["moderate", "publish"]));
+    let operator = operator["key"].as_str().unwrap().to_string();
     let internal = |path: String| {
         http.post(format!("{base}/api/internal/posts/{path}"))
-            .header("x-api-key", &key)
+            .header("x-api-key", &operator)
             .send()
     };
     let already: Value = internal(format!("{}/publish", article["id"]))
@@ -674,4 +756,92 @@ async fn distributed_the_flow_crosses_processes_and_a_redelivered_event_pushes_n
         1,
         "no second push"
     );
+}
+
+/// On a server with API keys, `init-keys` takes the server's `operate` key (checked at the
+/// edge) and no token; on an open one, the one-time token the server prints at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_keys_takes_an_operate_key_or_the_token_printed_at_start() {
+    const OPERATE: &str = "blog-operator-key-0123456789";
+    let digest = sagaflow_api::to_hex(&sagaflow_api::hash_key(OPERATE));
+    let keys = format!("ops:{digest}:operate+read");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("keyed.db").display());
+    let keyed = Serve::start(&url, &[("SAGAFLOW_API_KEYS", keys.as_str())]);
+    let http = Client::new();
+    let init = format!("{}/api/internal/init-keys", keyed.base);
+    let refused = http
+        .post(&init)
+        .header("x-init-token", INIT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        StatusCode::UNAUTHORIZED,
+        "a token is no key"
+    );
+    for _ in 0..2 {
+        let made: Value = http
+            .post(&init)
+            .bearer_auth(OPERATE)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(made["keys"].as_array().map(Vec::len), Some(5), "{made}");
+    }
+    drop(keyed);
+
+    // Open: the banner names the token; it works once.
+    let port = sagaflow_testkit::brokers::free_port();
+    let url = format!("sqlite://{}", dir.path().join("open.db").display());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            &url,
+        ])
+        .env("SAGAFLOW_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let open = support::Proc(child);
+    let token = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(40)
+            .map_while(Result::ok)
+            .find_map(|line| {
+                line.split_once("X-Init-Token: ")
+                    .map(|(_, rest)| rest.split_whitespace().next().unwrap_or("").to_string())
+            })
+    })
+    .join()
+    .unwrap()
+    .expect("the banner prints the one-time token");
+    support::wait_ready(port);
+    let init = format!("http://127.0.0.1:{port}/api/internal/init-keys");
+    let first = http
+        .post(&init)
+        .header("x-init-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let again = http
+        .post(&init)
+        .header("x-init-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    drop(open);
 }
