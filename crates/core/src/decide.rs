@@ -128,9 +128,7 @@ pub fn start_with(
         version: def.version,
         input,
         correlation_key,
-        deadline_at: def
-            .deadline_ms
-            .map(|ms| ctx.now.saturating_add(ms as Millis)),
+        deadline_at: def.deadline_ms.map(|ms| crate::clock::after(ctx.now, ms)),
         request_id: meta.request_id,
         traceparent: meta.traceparent,
     });
@@ -358,7 +356,11 @@ impl<'a> Decider<'a> {
         let forward_only = self.state.pivot_passed || def_step.kind == StepKind::Retriable;
         let used = rec.attempts - rec.budget_from.min(rec.attempts);
         if retryable && (forward_only || def_step.retry.allows_another(used)) {
-            Some(self.ctx.now + def_step.retry.delay_ms(used.max(1), self.ctx.random))
+            Some(
+                self.ctx
+                    .now
+                    .saturating_add(def_step.retry.delay_ms(used.max(1), self.ctx.random)),
+            )
         } else {
             None
         }
@@ -369,10 +371,11 @@ impl<'a> Decider<'a> {
         let rec = &self.state.steps[step];
         let used =
             rec.compensation_attempts - rec.compensation_budget_from.min(rec.compensation_attempts);
-        def_step
-            .retry
-            .allows_another(used)
-            .then(|| self.ctx.now + def_step.retry.delay_ms(used.max(1), self.ctx.random))
+        def_step.retry.allows_another(used).then(|| {
+            self.ctx
+                .now
+                .saturating_add(def_step.retry.delay_ms(used.max(1), self.ctx.random))
+        })
     }
 
     fn action_outcome(&mut self, step: usize, attempt: u32, outcome: &Outcome) {
@@ -431,7 +434,7 @@ impl<'a> Decider<'a> {
                         step,
                         attempt,
                         signal: until.clone(),
-                        timeout_at: timeout_ms.map(|ms| self.ctx.now.saturating_add(ms as Millis)),
+                        timeout_at: timeout_ms.map(|ms| crate::clock::after(self.ctx.now, ms)),
                     });
                     // A signal it waits for may have come while it was being attempted.
                     let held =
@@ -564,7 +567,7 @@ impl<'a> Decider<'a> {
         };
         let deadline_at = self.def.steps[step]
             .timeout_ms
-            .map(|ms| self.ctx.now.saturating_add(ms as Millis));
+            .map(|ms| crate::clock::after(self.ctx.now, ms));
         self.emit(Event::AttemptDispatched {
             step,
             attempt,

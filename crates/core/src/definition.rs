@@ -369,12 +369,37 @@ impl Definition {
             if step.timeout_ms == Some(0) {
                 return Err(step_error(step, "timeout_ms must be at least 1".into()));
             }
+            if step
+                .timeout_ms
+                .is_some_and(|ms| ms > crate::clock::MAX_SPAN_MS)
+            {
+                return Err(step_error(
+                    step,
+                    format!(
+                        "timeout_ms must be at most {} (ten years)",
+                        crate::clock::MAX_SPAN_MS
+                    ),
+                ));
+            }
         }
         if self.deadline_ms == Some(0) {
             return Err(DefinitionError::Other {
                 name: self.name.clone(),
                 version: self.version,
                 reason: "deadline_ms must be at least 1".into(),
+            });
+        }
+        if self
+            .deadline_ms
+            .is_some_and(|ms| ms > crate::clock::MAX_SPAN_MS)
+        {
+            return Err(DefinitionError::Other {
+                name: self.name.clone(),
+                version: self.version,
+                reason: format!(
+                    "deadline_ms must be at most {} (ten years)",
+                    crate::clock::MAX_SPAN_MS
+                ),
             });
         }
         if let Some(key) = &self.correlation_key {

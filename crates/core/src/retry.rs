@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::Millis;
+use crate::clock::{Millis, MAX_SPAN_MS};
+
+/// The largest growth factor a policy may name.
+pub const MAX_MULTIPLIER: f64 = 1000.0;
 
 /// How a step (or its compensation) is retried.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,6 +87,18 @@ impl RetryPolicy {
             return Some(format!(
                 "jitter must be between 0.0 and 1.0, got {}",
                 self.jitter
+            ));
+        }
+        if self.multiplier > MAX_MULTIPLIER {
+            return Some(format!(
+                "multiplier must be at most {MAX_MULTIPLIER}, got {}",
+                self.multiplier
+            ));
+        }
+        if self.max_delay_ms > MAX_SPAN_MS {
+            return Some(format!(
+                "max_delay_ms must be at most {MAX_SPAN_MS} (ten years), got {}",
+                self.max_delay_ms
             ));
         }
         if self.max_delay_ms < self.initial_delay_ms {

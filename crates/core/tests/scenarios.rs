@@ -1342,3 +1342,77 @@ fn a_pivot_cannot_be_skipped_by_its_guard() {
         .build()
         .is_ok());
 }
+
+/// A definition stored before spans were bounded (or built by hand) may name spans too long
+/// for the clock: every time it gives saturates at the end of time — never a wrap into the
+/// past, never an overflow panic in the decision loop.
+#[test]
+fn spans_too_long_for_the_clock_saturate_instead_of_wrapping() {
+    let mut def = order();
+    def.deadline_ms = Some(u64::MAX);
+    def.steps[1].timeout_ms = Some(u64::MAX);
+    def.steps[1].retry = RetryPolicy {
+        max_attempts: 3,
+        initial_delay_ms: u64::MAX,
+        multiplier: 1e300,
+        max_delay_ms: u64::MAX,
+        jitter: 0.5,
+    };
+    let mut run = Run::start(def, json!({}));
+    assert_eq!(run.state.deadline_at, Some(Millis::MAX), "the deadline");
+    run.ok();
+    assert_eq!(
+        run.timers[&TimerSlot::Step].0,
+        Millis::MAX,
+        "the attempt's timeout"
+    );
+    let events = run.answer(Outcome::failed("billing is busy"));
+    let [Event::AttemptFailed {
+        retry_at: Some(at), ..
+    }] = events.as_slice()
+    else {
+        panic!("expected a scheduled retry, got {events:?}");
+    };
+    assert_eq!(*at, Millis::MAX, "the retry");
+}
+
+/// Registration refuses spans over ten years and growth factors over 1000, naming the field.
+#[test]
+fn spans_past_ten_years_are_refused_at_registration() {
+    let over = sagaflow_core::clock::MAX_SPAN_MS + 1;
+    let cases: [(sagaflow_core::definition::DefinitionBuilder, &str); 4] = [
+        (
+            Definition::builder("d", 1).step(Step::compensatable("a", "s.a", "s.u").retry(
+                RetryPolicy {
+                    max_delay_ms: over,
+                    ..policy(3, 100)
+                },
+            )),
+            "max_delay_ms",
+        ),
+        (
+            Definition::builder("d", 1).step(Step::compensatable("a", "s.a", "s.u").retry(
+                RetryPolicy {
+                    multiplier: 1e6,
+                    ..policy(3, 100)
+                },
+            )),
+            "multiplier",
+        ),
+        (
+            Definition::builder("d", 1)
+                .step(Step::compensatable("a", "s.a", "s.u").timeout_ms(over)),
+            "timeout_ms",
+        ),
+        (
+            Definition::builder("d", 1)
+                .step(Step::compensatable("a", "s.a", "s.u"))
+                .deadline_ms(over),
+            "deadline_ms",
+        ),
+    ];
+    for (builder, field) in cases {
+        let e = builder.build().expect_err(field).to_string();
+        assert!(e.contains(field) && e.contains("at most"), "{field}: {e}");
+    }
+}
